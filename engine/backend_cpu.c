@@ -1,0 +1,936 @@
+// backend_cpu.c: the reference backend. Plain C, f32 arithmetic, f32 accumulation; readable
+// first, then fast enough to run a full-size 7B config on a few cores (matmul and attention are
+// tiled and spread over a thread pool). ops.c has already validated shapes and dtypes; this file
+// checks only what depends on data (ids, offsets, block tables).
+#include "ops_backend.h"
+#include "thread_pool.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cpu_context {
+    struct thread_pool *pool;
+    int threads;
+};
+
+static struct cpu_context *cpu(struct backend *be)
+{
+    return be->context;
+}
+
+// Memory -----------------------------------------------------------------------------------
+
+static void *cpu_alloc(struct backend *be, size_t bytes)
+{
+    (void)be;
+    size_t rounded = (bytes + 63) & ~(size_t)63; // aligned_alloc wants a multiple of 64
+    return aligned_alloc(64, rounded ? rounded : 64);
+}
+
+static void cpu_release(struct backend *be, void *data)
+{
+    (void)be;
+    free(data);
+}
+
+static int cpu_copy_bytes(struct backend *be, void *dst, const void *src, size_t bytes)
+{
+    (void)be;
+    memcpy(dst, src, bytes);
+    return 0;
+}
+
+static int cpu_synchronize(struct backend *be)
+{
+    (void)be;
+    return 0;
+}
+
+static void cpu_destroy(struct backend *be)
+{
+    struct cpu_context *c = cpu(be);
+    if (c) {
+        thread_pool_free(c->pool);
+        free(c);
+    }
+}
+
+// Per-row helpers ----------------------------------------------------------------------------
+
+static const float *f32_data(const struct tensor *t)
+{
+    return (const float *)t->data;
+}
+
+static float *f32_mut(struct tensor *t)
+{
+    return (float *)t->data;
+}
+
+// Loads `count` elements of row `row` (of `cols`) of t, starting at column `col`, as f32 into
+// scratch, or returns a pointer into t when it is already f32 (no copy), times t->scale for
+// quantized dtypes.
+static const float *row_f32(const struct tensor *t, int64_t row, int64_t cols, int64_t col,
+                            int64_t count, float *scratch)
+{
+    int64_t first = row * cols + col;
+    if (t->dtype == TENSOR_F32)
+        return f32_data(t) + first;
+    tensor_load_f32(scratch, t->data, t->dtype, first, count);
+    if (t->dtype == TENSOR_F8_E4M3 && t->scale != 1.0f)
+        for (int64_t i = 0; i < count; i++)
+            scratch[i] *= t->scale;
+    return scratch;
+}
+
+// A dot product with 8 independent partial sums: the compiler can keep them in one vector
+// register (no reassociation needed), and the result does not depend on the thread count.
+static inline float dot_f32(const float *a, const float *b, int64_t n)
+{
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            acc[j] += a[i + j] * b[i + j];
+    float tail = 0;
+    for (; i < n; i++)
+        tail += a[i] * b[i];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
+}
+
+// Row-parallel loops: ops that treat each row on its own run in chunks of rows on the pool.
+typedef void (*row_fn)(void *context, int64_t row, float *scratch);
+
+struct row_loop {
+    row_fn fn;
+    void *context;
+    int64_t rows;
+    int64_t rows_per_task;
+    float *scratch; // per worker: scratch_floats each
+    int64_t scratch_floats;
+};
+
+static void row_loop_task(void *arg, int64_t task, int worker)
+{
+    struct row_loop *loop = arg;
+    int64_t begin = task * loop->rows_per_task;
+    int64_t end = begin + loop->rows_per_task;
+    if (end > loop->rows)
+        end = loop->rows;
+    float *scratch = loop->scratch ? loop->scratch + worker * loop->scratch_floats : NULL;
+    for (int64_t r = begin; r < end; r++)
+        loop->fn(loop->context, r, scratch);
+}
+
+// Runs fn over rows with scratch_floats of per-worker scratch; cost_per_row (in elements)
+// decides how many rows make one task.
+static int run_rows(struct backend *be, int64_t rows, int64_t cost_per_row, int64_t scratch_floats,
+                    row_fn fn, void *context)
+{
+    if (rows <= 0)
+        return 0;
+    struct cpu_context *c = cpu(be);
+    struct row_loop loop = {.fn = fn, .context = context, .rows = rows};
+    int64_t per_task = 16384 / (cost_per_row > 0 ? cost_per_row : 1);
+    loop.rows_per_task = per_task < 1 ? 1 : per_task;
+    loop.scratch_floats = scratch_floats;
+    if (scratch_floats > 0) {
+        loop.scratch = malloc((size_t)(scratch_floats * c->threads) * sizeof(float));
+        if (!loop.scratch)
+            return backend_set_error(be, "cpu: out of memory for %lld floats of scratch",
+                                     (long long)(scratch_floats * c->threads));
+    }
+    int64_t tasks = (rows + loop.rows_per_task - 1) / loop.rows_per_task;
+    thread_pool_run(c->pool, tasks, row_loop_task, &loop);
+    free(loop.scratch);
+    return 0;
+}
+
+// Matmul -------------------------------------------------------------------------------------
+//
+// out[M,N] = x[M,K] w[N,K]^T. Work is cut into tiles of MATMUL_ROWS rows of x by MATMUL_COLS
+// rows of w (= columns of out); each tile walks K in chunks of MATMUL_DEPTH, converting that
+// chunk of its w rows (bf16/fp8 -> f32) into scratch once and reusing it for all its x rows, so
+// the weight conversion costs 1/MATMUL_ROWS of the arithmetic and the working set (x chunk,
+// w chunk) stays in L2. Tiles are independent (each owns its out entries), so the result does
+// not depend on the number of threads.
+
+#define MATMUL_ROWS  64
+#define MATMUL_COLS  16
+#define MATMUL_DEPTH 1024
+
+struct matmul_job {
+    struct tensor *out;
+    const struct tensor *x, *w, *bias;
+    int64_t m, n, k;
+    int64_t col_tiles;
+    float *scratch; // per worker
+    int64_t scratch_floats;
+};
+
+static void matmul_tile(void *arg, int64_t task, int worker)
+{
+    struct matmul_job *job = arg;
+    int64_t row0 = (task / job->col_tiles) * MATMUL_ROWS;
+    int64_t col0 = (task % job->col_tiles) * MATMUL_COLS;
+    int64_t rows = job->m - row0 < MATMUL_ROWS ? job->m - row0 : MATMUL_ROWS;
+    int64_t cols = job->n - col0 < MATMUL_COLS ? job->n - col0 : MATMUL_COLS;
+    float *scratch = job->scratch + worker * job->scratch_floats;
+    float *w_chunk = scratch;                              // MATMUL_COLS * MATMUL_DEPTH
+    float *x_chunk = w_chunk + MATMUL_COLS * MATMUL_DEPTH; // MATMUL_DEPTH
+    float *acc = x_chunk + MATMUL_DEPTH;                   // MATMUL_ROWS * MATMUL_COLS
+    memset(acc, 0, sizeof(float) * MATMUL_ROWS * MATMUL_COLS);
+
+    for (int64_t k0 = 0; k0 < job->k; k0 += MATMUL_DEPTH) {
+        int64_t depth = job->k - k0 < MATMUL_DEPTH ? job->k - k0 : MATMUL_DEPTH;
+        const float *w_rows[MATMUL_COLS];
+        for (int64_t j = 0; j < cols; j++)
+            w_rows[j] = row_f32(job->w, col0 + j, job->k, k0, depth, w_chunk + j * MATMUL_DEPTH);
+        for (int64_t i = 0; i < rows; i++) {
+            const float *x_row = row_f32(job->x, row0 + i, job->k, k0, depth, x_chunk);
+            float *acc_row = acc + i * MATMUL_COLS;
+            for (int64_t j = 0; j < cols; j++)
+                acc_row[j] += dot_f32(x_row, w_rows[j], depth);
+        }
+    }
+    float bias[MATMUL_COLS] = {0};
+    if (job->bias)
+        tensor_load_f32(bias, job->bias->data, job->bias->dtype, col0, cols);
+    for (int64_t i = 0; i < rows; i++) {
+        float *acc_row = acc + i * MATMUL_COLS;
+        for (int64_t j = 0; j < cols; j++)
+            acc_row[j] += bias[j];
+        tensor_store_f32(job->out->data, job->out->dtype, (row0 + i) * job->n + col0, acc_row,
+                         cols);
+    }
+}
+
+static int cpu_matmul(struct backend *be, struct tensor *out, const struct tensor *x,
+                      const struct tensor *w, const struct tensor *bias)
+{
+    struct matmul_job job = {.out = out, .x = x, .w = w, .bias = bias};
+    job.m = tensor_rows(x);
+    job.n = w->shape[0];
+    job.k = w->shape[1];
+    if (job.m == 0 || job.n == 0)
+        return 0;
+    job.col_tiles = (job.n + MATMUL_COLS - 1) / MATMUL_COLS;
+    int64_t row_tiles = (job.m + MATMUL_ROWS - 1) / MATMUL_ROWS;
+    job.scratch_floats = MATMUL_COLS * MATMUL_DEPTH + MATMUL_DEPTH + MATMUL_ROWS * MATMUL_COLS;
+    struct cpu_context *c = cpu(be);
+    job.scratch = malloc(sizeof(float) * (size_t)(job.scratch_floats * c->threads));
+    if (!job.scratch)
+        return backend_set_error(be, "matmul: out of memory for scratch");
+    thread_pool_run(c->pool, row_tiles * job.col_tiles, matmul_tile, &job);
+    free(job.scratch);
+    return 0;
+}
+
+// Norms ----------------------------------------------------------------------------------------
+
+struct norm_job {
+    struct tensor *out;
+    const struct tensor *x, *gate;
+    struct tensor *residual;
+    const struct tensor *weight, *bias;
+    int64_t cols, group_size;
+    float eps;
+};
+
+static void rms_norm_row(void *arg, int64_t r, float *scratch)
+{
+    struct norm_job *job = arg;
+    int64_t n = job->cols;
+    const float *x = f32_data(job->x) + r * n;
+    float *out = f32_mut(job->out) + r * n;
+    const float *src = x;
+    if (job->residual) {
+        float *res = f32_mut(job->residual) + r * n;
+        for (int64_t i = 0; i < n; i++)
+            res[i] += x[i];
+        src = res;
+    }
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)src[i] * src[i];
+    float inv = (float)(1.0 / sqrt(sum / (double)n + job->eps));
+    const float *w = row_f32(job->weight, 0, n, 0, n, scratch);
+    for (int64_t i = 0; i < n; i++)
+        out[i] = src[i] * inv * w[i];
+}
+
+static int cpu_rms_norm(struct backend *be, struct tensor *out, const struct tensor *x,
+                        struct tensor *residual, const struct tensor *weight, float eps)
+{
+    struct norm_job job = {.out = out,
+                           .x = x,
+                           .residual = residual,
+                           .weight = weight,
+                           .cols = tensor_cols(x),
+                           .eps = eps};
+    return run_rows(be, tensor_rows(x), job.cols, job.cols, rms_norm_row, &job);
+}
+
+static float silu(float v)
+{
+    return v / (1.0f + expf(-v));
+}
+
+static void rms_norm_gated_row(void *arg, int64_t r, float *scratch)
+{
+    struct norm_job *job = arg;
+    int64_t n = job->cols;
+    const float *x = f32_data(job->x) + r * n;
+    const float *gate = f32_data(job->gate) + r * n;
+    float *out = f32_mut(job->out) + r * n;
+    float *y = scratch + n; // first n floats of scratch hold the weight
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] * silu(gate[i]);
+    const float *w = row_f32(job->weight, 0, n, 0, n, scratch);
+    for (int64_t g0 = 0; g0 < n; g0 += job->group_size) {
+        double sum = 0;
+        for (int64_t i = g0; i < g0 + job->group_size; i++)
+            sum += (double)y[i] * y[i];
+        float inv = (float)(1.0 / sqrt(sum / (double)job->group_size + job->eps));
+        for (int64_t i = g0; i < g0 + job->group_size; i++)
+            out[i] = y[i] * inv * w[i];
+    }
+}
+
+static int cpu_rms_norm_gated(struct backend *be, struct tensor *out, const struct tensor *x,
+                              const struct tensor *gate, const struct tensor *weight,
+                              int64_t group_size, float eps)
+{
+    struct norm_job job = {.out = out,
+                           .x = x,
+                           .gate = gate,
+                           .weight = weight,
+                           .cols = tensor_cols(x),
+                           .group_size = group_size,
+                           .eps = eps};
+    return run_rows(be, tensor_rows(x), job.cols, 2 * job.cols, rms_norm_gated_row, &job);
+}
+
+static void layer_norm_row(void *arg, int64_t r, float *scratch)
+{
+    struct norm_job *job = arg;
+    int64_t n = job->cols;
+    const float *x = f32_data(job->x) + r * n;
+    float *out = f32_mut(job->out) + r * n;
+    double mean = 0, var = 0;
+    for (int64_t i = 0; i < n; i++)
+        mean += x[i];
+    mean /= (double)n;
+    for (int64_t i = 0; i < n; i++)
+        var += ((double)x[i] - mean) * ((double)x[i] - mean);
+    var /= (double)n;
+    float inv = (float)(1.0 / sqrt(var + job->eps));
+    float fmean = (float)mean;
+    const float *w = row_f32(job->weight, 0, n, 0, n, scratch);
+    const float *b = job->bias ? row_f32(job->bias, 0, n, 0, n, scratch + n) : NULL;
+    for (int64_t i = 0; i < n; i++)
+        out[i] = (x[i] - fmean) * inv * w[i] + (b ? b[i] : 0.0f);
+}
+
+static int cpu_layer_norm(struct backend *be, struct tensor *out, const struct tensor *x,
+                          const struct tensor *weight, const struct tensor *bias, float eps)
+{
+    struct norm_job job = {
+        .out = out, .x = x, .weight = weight, .bias = bias, .cols = tensor_cols(x), .eps = eps};
+    return run_rows(be, tensor_rows(x), job.cols, 2 * job.cols, layer_norm_row, &job);
+}
+
+// Rotary ---------------------------------------------------------------------------------------
+
+struct rotary_job {
+    struct tensor *x;
+    const struct tensor *cos, *sin;
+    int num_heads, head_dim;
+    int64_t rotary_dim;
+};
+
+static void rotary_row(void *arg, int64_t r, float *scratch)
+{
+    (void)scratch;
+    struct rotary_job *job = arg;
+    int64_t half = job->rotary_dim / 2;
+    const float *c = f32_data(job->cos) + r * job->rotary_dim;
+    const float *s = f32_data(job->sin) + r * job->rotary_dim;
+    float *row = f32_mut(job->x) + r * (int64_t)job->num_heads * job->head_dim;
+    for (int h = 0; h < job->num_heads; h++) {
+        float *v = row + (int64_t)h * job->head_dim;
+        for (int64_t d = 0; d < half; d++) {
+            float a = v[d], b = v[d + half];
+            v[d] = a * c[d] - b * s[d];
+            v[d + half] = b * c[d + half] + a * s[d + half];
+        }
+    }
+}
+
+static int cpu_rotary(struct backend *be, struct tensor *x, const struct tensor *cos,
+                      const struct tensor *sin, int num_heads, int head_dim)
+{
+    struct rotary_job job = {.x = x,
+                             .cos = cos,
+                             .sin = sin,
+                             .num_heads = num_heads,
+                             .head_dim = head_dim,
+                             .rotary_dim = tensor_cols(cos)};
+    return run_rows(be, tensor_rows(x), tensor_cols(x), 0, rotary_row, &job);
+}
+
+// Attention ----------------------------------------------------------------------------------
+//
+// One task per (query token, head): scores against every visible key, softmax with the max
+// subtracted, weighted sum of values, all in f32. The contiguous and the paged op share the
+// kernel; they differ only in how key/value rows are found.
+
+struct attention_job {
+    struct tensor *out;
+    const struct tensor *q;
+    // Contiguous: k, v rows are tokens. Paged: caches + block tables.
+    const struct tensor *k, *v;
+    const int32_t *seq_starts; // query rows of sequence s: seq_starts[s] .. seq_starts[s+1]-1
+    int64_t num_seqs;
+    const int32_t *context_lens; // paged only
+    const int32_t *block_tables; // paged only
+    int64_t max_blocks, block_size;
+    int num_heads, num_kv_heads, head_dim;
+    int causal;
+    float scale;
+    float *scratch; // per worker
+    int64_t scratch_floats;
+};
+
+static int64_t find_sequence(const int32_t *starts, int64_t num_seqs, int64_t row)
+{
+    int64_t lo = 0, hi = num_seqs - 1; // the last s with starts[s] <= row (skips empty ones)
+    while (lo < hi) {
+        int64_t mid = (lo + hi + 1) / 2;
+        if (starts[mid] <= row)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+// The f32 key/value row of position `pos` of sequence s for kv head kvh.
+static const float *kv_row(const struct attention_job *job, const struct tensor *t, int64_t s,
+                           int64_t pos, int kvh, float *scratch)
+{
+    int64_t width = (int64_t)job->num_kv_heads * job->head_dim;
+    int64_t row;
+    if (job->block_tables) {
+        int64_t block = job->block_tables[s * job->max_blocks + pos / job->block_size];
+        row = block * job->block_size + pos % job->block_size;
+    } else {
+        row = job->seq_starts[s] + pos;
+    }
+    return row_f32(t, row, width, (int64_t)kvh * job->head_dim, job->head_dim, scratch);
+}
+
+static void attention_task(void *arg, int64_t task, int worker)
+{
+    struct attention_job *job = arg;
+    int64_t token = task / job->num_heads;
+    int h = (int)(task % job->num_heads);
+    int kvh = h / (job->num_heads / job->num_kv_heads);
+    int64_t s = find_sequence(job->seq_starts, job->num_seqs, token);
+    int64_t q_index = token - job->seq_starts[s];
+    int64_t q_count = job->seq_starts[s + 1] - job->seq_starts[s];
+    int64_t keys = job->context_lens ? job->context_lens[s] : q_count;
+    int64_t position = keys - q_count + q_index; // this query's position in its sequence
+    int64_t visible = job->causal ? position + 1 : keys;
+
+    float *scores = job->scratch + worker * job->scratch_floats;
+    float *acc = scores + job->scratch_floats - 2 * job->head_dim;
+    float *row_scratch = acc + job->head_dim;
+    int64_t width = (int64_t)job->num_heads * job->head_dim;
+    const float *q = f32_data(job->q) + token * width + (int64_t)h * job->head_dim;
+
+    float max = -INFINITY;
+    for (int64_t j = 0; j < visible; j++) {
+        const float *k = kv_row(job, job->k, s, j, kvh, row_scratch);
+        scores[j] = dot_f32(q, k, job->head_dim) * job->scale;
+        if (scores[j] > max)
+            max = scores[j];
+    }
+    double sum = 0;
+    for (int64_t j = 0; j < visible; j++) {
+        scores[j] = expf(scores[j] - max);
+        sum += scores[j];
+    }
+    memset(acc, 0, sizeof(float) * (size_t)job->head_dim);
+    for (int64_t j = 0; j < visible; j++) {
+        const float *v = kv_row(job, job->v, s, j, kvh, row_scratch);
+        float p = scores[j];
+        for (int d = 0; d < job->head_dim; d++)
+            acc[d] += p * v[d];
+    }
+    float inv = visible > 0 ? (float)(1.0 / sum) : 0.0f;
+    float *out = f32_mut(job->out) + token * width + (int64_t)h * job->head_dim;
+    for (int d = 0; d < job->head_dim; d++)
+        out[d] = acc[d] * inv;
+}
+
+static int run_attention(struct backend *be, struct attention_job *job, int64_t max_keys)
+{
+    int64_t tokens = tensor_rows(job->q);
+    if (tokens == 0)
+        return 0;
+    struct cpu_context *c = cpu(be);
+    job->scratch_floats = max_keys + 2 * (int64_t)job->head_dim;
+    job->scratch = malloc(sizeof(float) * (size_t)(job->scratch_floats * c->threads));
+    if (!job->scratch)
+        return backend_set_error(be, "attention: out of memory for %lld scores",
+                                 (long long)max_keys);
+    thread_pool_run(c->pool, tokens * job->num_heads, attention_task, job);
+    free(job->scratch);
+    return 0;
+}
+
+// Checks offsets (host-visible on this backend): starts[0] == 0, non-decreasing, last == total.
+static int check_offsets(struct backend *be, const char *op, const char *role,
+                         const int32_t *starts, int64_t count, int64_t total, int64_t *max_len)
+{
+    *max_len = 0;
+    if (starts[0] != 0 || starts[count - 1] != total)
+        return backend_set_error(be, "%s: %s must run from 0 to %lld (has %d .. %d)", op, role,
+                                 (long long)total, starts[0], starts[count - 1]);
+    for (int64_t i = 1; i < count; i++) {
+        if (starts[i] < starts[i - 1])
+            return backend_set_error(be, "%s: %s decreases at entry %lld", op, role, (long long)i);
+        if (starts[i] - starts[i - 1] > *max_len)
+            *max_len = starts[i] - starts[i - 1];
+    }
+    return 0;
+}
+
+static int cpu_attention(struct backend *be, struct tensor *out, const struct tensor *q,
+                         const struct tensor *k, const struct tensor *v,
+                         const struct tensor *cu_seqlens, int num_heads, int num_kv_heads,
+                         int head_dim, enum attention_mask mask, float scale)
+{
+    struct attention_job job = {.out = out,
+                                .q = q,
+                                .k = k,
+                                .v = v,
+                                .seq_starts = cu_seqlens->data,
+                                .num_seqs = cu_seqlens->shape[0] - 1,
+                                .num_heads = num_heads,
+                                .num_kv_heads = num_kv_heads,
+                                .head_dim = head_dim,
+                                .causal = mask == ATTENTION_CAUSAL,
+                                .scale = scale};
+    int64_t max_len;
+    if (check_offsets(be, "attention", "cu_seqlens", cu_seqlens->data, cu_seqlens->shape[0],
+                      tensor_rows(q), &max_len) != 0)
+        return -1;
+    if (job.num_seqs == 0)
+        return 0;
+    return run_attention(be, &job, max_len);
+}
+
+static int cpu_kv_cache_write(struct backend *be, struct tensor *k_cache, struct tensor *v_cache,
+                              const struct tensor *k, const struct tensor *v,
+                              const struct tensor *slot_mapping)
+{
+    int64_t tokens = tensor_rows(k), width = k_cache->shape[2];
+    int64_t slots = k_cache->shape[0] * k_cache->shape[1];
+    const int32_t *slot = slot_mapping->data;
+    for (int64_t t = 0; t < tokens; t++) {
+        if (slot[t] < 0)
+            continue;
+        if (slot[t] >= slots)
+            return backend_set_error(be,
+                                     "kv_cache_write: slot %d of token %lld outside the %lld "
+                                     "slots of %s",
+                                     slot[t], (long long)t, (long long)slots, k_cache->name);
+        tensor_store_f32(k_cache->data, k_cache->dtype, slot[t] * width, f32_data(k) + t * width,
+                         width);
+        tensor_store_f32(v_cache->data, v_cache->dtype, slot[t] * width, f32_data(v) + t * width,
+                         width);
+    }
+    return 0;
+}
+
+static int cpu_attention_paged(struct backend *be, struct tensor *out, const struct tensor *q,
+                               const struct tensor *k_cache, const struct tensor *v_cache,
+                               const struct tensor *query_start, const struct tensor *context_lens,
+                               const struct tensor *block_tables, int num_heads, int num_kv_heads,
+                               int head_dim, float scale)
+{
+    const char *op = "attention_paged";
+    struct attention_job job = {.out = out,
+                                .q = q,
+                                .k = k_cache,
+                                .v = v_cache,
+                                .seq_starts = query_start->data,
+                                .num_seqs = context_lens->shape[0],
+                                .context_lens = context_lens->data,
+                                .block_tables = block_tables->data,
+                                .max_blocks = block_tables->shape[1],
+                                .block_size = k_cache->shape[1],
+                                .num_heads = num_heads,
+                                .num_kv_heads = num_kv_heads,
+                                .head_dim = head_dim,
+                                .causal = 1,
+                                .scale = scale};
+    int64_t max_queries;
+    if (check_offsets(be, op, "query_start", query_start->data, query_start->shape[0],
+                      tensor_rows(q), &max_queries) != 0)
+        return -1;
+    int64_t max_keys = 0, num_blocks = k_cache->shape[0];
+    for (int64_t s = 0; s < job.num_seqs; s++) {
+        int64_t queries = job.seq_starts[s + 1] - job.seq_starts[s];
+        int64_t keys = job.context_lens[s];
+        if (keys < queries || keys > job.max_blocks * job.block_size)
+            return backend_set_error(be,
+                                     "%s: sequence %lld has %lld keys for %lld queries and "
+                                     "room for %lld",
+                                     op, (long long)s, (long long)keys, (long long)queries,
+                                     (long long)(job.max_blocks * job.block_size));
+        if (queries == 0)
+            continue;
+        for (int64_t b = 0; b < (keys + job.block_size - 1) / job.block_size; b++) {
+            int32_t block = job.block_tables[s * job.max_blocks + b];
+            if (block < 0 || block >= num_blocks)
+                return backend_set_error(be,
+                                         "%s: sequence %lld block %lld is %d, outside the "
+                                         "%lld blocks of %s",
+                                         op, (long long)s, (long long)b, block,
+                                         (long long)num_blocks, k_cache->name);
+        }
+        if (keys > max_keys)
+            max_keys = keys;
+    }
+    if (job.num_seqs == 0)
+        return 0;
+    return run_attention(be, &job, max_keys);
+}
+
+// Element-wise -------------------------------------------------------------------------------
+
+struct elementwise_job {
+    float *out;
+    const float *a;
+    const struct tensor *b;
+    int64_t cols;
+    int b_rows;
+    enum activation act;
+    float factor;
+    int kind; // what to do: see elementwise_row
+};
+
+enum { EW_ACTIVATION, EW_SWIGLU, EW_ADD, EW_MUL, EW_SCALE };
+
+static float activate(float v, enum activation act)
+{
+    switch (act) {
+    case ACTIVATION_SILU:
+        return silu(v);
+    case ACTIVATION_GELU:
+        return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    case ACTIVATION_GELU_TANH:
+        return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    case ACTIVATION_RELU_SQUARED:
+        return v > 0 ? v * v : 0.0f;
+    case ACTIVATION_SOFTPLUS:
+        return v > 20.0f ? v : log1pf(expf(v));
+    }
+    return v;
+}
+
+static void elementwise_row(void *arg, int64_t r, float *scratch)
+{
+    struct elementwise_job *job = arg;
+    int64_t n = job->cols;
+    float *out = job->out + r * n;
+    const float *a = job->a + r * n;
+    switch (job->kind) {
+    case EW_ACTIVATION:
+        for (int64_t i = 0; i < n; i++)
+            out[i] = activate(a[i], job->act);
+        break;
+    case EW_SWIGLU: {
+        const float *up = f32_data(job->b) + r * n;
+        for (int64_t i = 0; i < n; i++)
+            out[i] = silu(a[i]) * up[i];
+        break;
+    }
+    case EW_ADD:
+    case EW_MUL: {
+        const float *b = row_f32(job->b, job->b_rows == 1 ? 0 : r, n, 0, n, scratch);
+        if (job->kind == EW_ADD)
+            for (int64_t i = 0; i < n; i++)
+                out[i] = a[i] + b[i];
+        else
+            for (int64_t i = 0; i < n; i++)
+                out[i] = a[i] * b[i];
+        break;
+    }
+    case EW_SCALE:
+        for (int64_t i = 0; i < n; i++)
+            out[i] = a[i] * job->factor;
+        break;
+    }
+}
+
+static int run_elementwise(struct backend *be, struct elementwise_job *job, int64_t rows)
+{
+    return run_rows(be, rows, job->cols, job->cols, elementwise_row, job);
+}
+
+static int cpu_activation(struct backend *be, struct tensor *out, const struct tensor *x,
+                          enum activation act)
+{
+    struct elementwise_job job = {
+        .out = out->data, .a = x->data, .cols = tensor_cols(x), .act = act, .kind = EW_ACTIVATION};
+    return run_elementwise(be, &job, tensor_rows(x));
+}
+
+static int cpu_swiglu(struct backend *be, struct tensor *out, const struct tensor *gate,
+                      const struct tensor *up)
+{
+    struct elementwise_job job = {
+        .out = out->data, .a = gate->data, .b = up, .cols = tensor_cols(gate), .kind = EW_SWIGLU};
+    return run_elementwise(be, &job, tensor_rows(gate));
+}
+
+static int cpu_add(struct backend *be, struct tensor *out, const struct tensor *a,
+                   const struct tensor *b)
+{
+    struct elementwise_job job = {.out = out->data,
+                                  .a = a->data,
+                                  .b = b,
+                                  .cols = tensor_cols(a),
+                                  .b_rows = (int)(tensor_rows(b) == 1),
+                                  .kind = EW_ADD};
+    return run_elementwise(be, &job, tensor_rows(a));
+}
+
+static int cpu_mul(struct backend *be, struct tensor *out, const struct tensor *a,
+                   const struct tensor *b)
+{
+    struct elementwise_job job = {.out = out->data,
+                                  .a = a->data,
+                                  .b = b,
+                                  .cols = tensor_cols(a),
+                                  .b_rows = (int)(tensor_rows(b) == 1),
+                                  .kind = EW_MUL};
+    return run_elementwise(be, &job, tensor_rows(a));
+}
+
+static int cpu_scale(struct backend *be, struct tensor *out, const struct tensor *x, float factor)
+{
+    struct elementwise_job job = {
+        .out = out->data, .a = x->data, .cols = tensor_cols(x), .factor = factor, .kind = EW_SCALE};
+    return run_elementwise(be, &job, tensor_rows(x));
+}
+
+// Data movement ------------------------------------------------------------------------------
+
+static int cpu_gather_rows(struct backend *be, struct tensor *out, const struct tensor *table,
+                           const struct tensor *index)
+{
+    int64_t rows = tensor_elements(index), cols = tensor_cols(table);
+    int64_t table_rows = tensor_rows(table);
+    const int32_t *idx = index->data;
+    float *scratch = malloc(sizeof(float) * (size_t)(cols ? cols : 1));
+    if (!scratch)
+        return backend_set_error(be, "gather_rows: out of memory");
+    for (int64_t r = 0; r < rows; r++) {
+        if (idx[r] < 0 || idx[r] >= table_rows) {
+            free(scratch);
+            return backend_set_error(be,
+                                     "gather_rows: index %d at %lld outside the %lld rows "
+                                     "of %s",
+                                     idx[r], (long long)r, (long long)table_rows, table->name);
+        }
+        const float *src = row_f32(table, idx[r], cols, 0, cols, scratch);
+        tensor_store_f32(out->data, out->dtype, r * cols, src, cols);
+    }
+    free(scratch);
+    return 0;
+}
+
+static int cpu_scatter_rows(struct backend *be, struct tensor *out, const struct tensor *src,
+                            const struct tensor *index)
+{
+    int64_t rows = tensor_elements(index), cols = tensor_cols(out);
+    int64_t out_rows = tensor_rows(out);
+    const int32_t *idx = index->data;
+    float *scratch = malloc(sizeof(float) * (size_t)(cols ? cols : 1));
+    if (!scratch)
+        return backend_set_error(be, "scatter_rows: out of memory");
+    for (int64_t r = 0; r < rows; r++) {
+        if (idx[r] < 0 || idx[r] >= out_rows) {
+            free(scratch);
+            return backend_set_error(be,
+                                     "scatter_rows: index %d at %lld outside the %lld rows "
+                                     "of %s",
+                                     idx[r], (long long)r, (long long)out_rows, out->name);
+        }
+        const float *row = row_f32(src, r, cols, 0, cols, scratch);
+        tensor_store_f32(out->data, out->dtype, idx[r] * cols, row, cols);
+    }
+    free(scratch);
+    return 0;
+}
+
+static int cpu_copy(struct backend *be, struct tensor *out, const struct tensor *x)
+{
+    int64_t n = tensor_elements(x);
+    if (n == 0 || out->data == x->data)
+        return 0;
+    if (out->dtype == x->dtype && x->scale == 1.0f) {
+        memcpy(out->data, x->data, tensor_bytes(x));
+        return 0;
+    }
+    enum { CHUNK = 4096 };
+    float buffer[CHUNK];
+    for (int64_t i = 0; i < n; i += CHUNK) {
+        int64_t count = n - i < CHUNK ? n - i : CHUNK;
+        const float *src = row_f32(x, 0, n, i, count, buffer);
+        if (src != buffer)
+            memcpy(buffer, src, sizeof(float) * (size_t)count);
+        tensor_store_f32(out->data, out->dtype, i, buffer, count);
+    }
+    (void)be;
+    return 0;
+}
+
+static int cpu_slice_columns(struct backend *be, struct tensor *out, const struct tensor *x,
+                             int64_t column_offset)
+{
+    (void)be;
+    int64_t rows = tensor_rows(x), cols = tensor_cols(out), x_cols = tensor_cols(x);
+    if (out->dtype == x->dtype) {
+        size_t size = tensor_dtype_size(x->dtype);
+        for (int64_t r = 0; r < rows; r++)
+            memcpy((char *)out->data + (size_t)(r * cols) * size,
+                   (const char *)x->data + (size_t)(r * x_cols + column_offset) * size,
+                   (size_t)cols * size);
+        return 0;
+    }
+    float *buffer = malloc(sizeof(float) * (size_t)(cols ? cols : 1));
+    if (!buffer)
+        return backend_set_error(be, "slice_columns: out of memory");
+    for (int64_t r = 0; r < rows; r++) {
+        tensor_load_f32(buffer, x->data, x->dtype, r * x_cols + column_offset, cols);
+        tensor_store_f32(out->data, out->dtype, r * cols, buffer, cols);
+    }
+    free(buffer);
+    return 0;
+}
+
+// Sampling -------------------------------------------------------------------------------------
+
+static int cpu_argmax(struct backend *be, struct tensor *out, const struct tensor *x)
+{
+    int64_t rows = tensor_rows(x), cols = tensor_cols(x);
+    float *buffer = malloc(sizeof(float) * (size_t)(cols ? cols : 1));
+    if (!buffer)
+        return backend_set_error(be, "argmax: out of memory");
+    int32_t *result = out->data;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = row_f32(x, r, cols, 0, cols, buffer);
+        int64_t best = 0;
+        for (int64_t i = 1; i < cols; i++)
+            if (row[i] > row[best] || (isnan(row[i]) && !isnan(row[best])))
+                best = i; // NaN wins, like torch.argmax
+        result[r] = (int32_t)best;
+    }
+    free(buffer);
+    return 0;
+}
+
+struct softmax_job {
+    struct tensor *out;
+    const struct tensor *x;
+    float inv_temperature;
+};
+
+static void softmax_row(void *arg, int64_t r, float *scratch)
+{
+    (void)scratch;
+    struct softmax_job *job = arg;
+    int64_t n = tensor_cols(job->x);
+    const float *x = f32_data(job->x) + r * n;
+    float *out = f32_mut(job->out) + r * n;
+    float max = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        if (x[i] * job->inv_temperature > max)
+            max = x[i] * job->inv_temperature;
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        out[i] = expf(x[i] * job->inv_temperature - max);
+        sum += out[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++)
+        out[i] *= inv;
+}
+
+static int cpu_softmax(struct backend *be, struct tensor *out, const struct tensor *x,
+                       float inv_temperature)
+{
+    struct softmax_job job = {.out = out, .x = x, .inv_temperature = inv_temperature};
+    return run_rows(be, tensor_rows(x), tensor_cols(x), 0, softmax_row, &job);
+}
+
+// The table ------------------------------------------------------------------------------------
+
+static const struct backend_ops cpu_ops = {
+    .name = "cpu",
+    .is_host = 1,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .write = cpu_copy_bytes,
+    .read = cpu_copy_bytes,
+    .synchronize = cpu_synchronize,
+    .destroy = cpu_destroy,
+    .matmul = cpu_matmul,
+    .rms_norm = cpu_rms_norm,
+    .rms_norm_gated = cpu_rms_norm_gated,
+    .layer_norm = cpu_layer_norm,
+    .rotary = cpu_rotary,
+    .attention = cpu_attention,
+    .kv_cache_write = cpu_kv_cache_write,
+    .attention_paged = cpu_attention_paged,
+    .activation = cpu_activation,
+    .swiglu = cpu_swiglu,
+    .add = cpu_add,
+    .mul = cpu_mul,
+    .scale = cpu_scale,
+    .gather_rows = cpu_gather_rows,
+    .scatter_rows = cpu_scatter_rows,
+    .copy = cpu_copy,
+    .slice_columns = cpu_slice_columns,
+    .argmax = cpu_argmax,
+    .softmax = cpu_softmax,
+};
+
+struct backend *backend_cpu_create(int threads, char *err, size_t err_size)
+{
+    struct backend *be = calloc(1, sizeof *be);
+    struct cpu_context *c = calloc(1, sizeof *c);
+    if (!be || !c) {
+        snprintf(err, err_size, "cpu backend: out of memory");
+        goto fail;
+    }
+    c->threads = threads < 1 ? 1 : threads;
+    c->pool = thread_pool_create(c->threads, err, err_size);
+    if (!c->pool)
+        goto fail;
+    be->ops = &cpu_ops;
+    be->context = c;
+    return be;
+fail:
+    free(c);
+    free(be);
+    return NULL;
+}

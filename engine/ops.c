@@ -1,0 +1,551 @@
+// ops.c: the checks every op call goes through before its backend runs it (dtypes, shapes,
+// aliasing, same backend), so each backend implements only the arithmetic.
+#include "ops_backend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int backend_set_error(struct backend *be, const char *format, ...)
+{
+    if (!be->failed) {
+        va_list args;
+        va_start(args, format);
+        vsnprintf(be->error, sizeof be->error, format, args);
+        va_end(args);
+        be->failed = 1;
+    }
+    return -1;
+}
+
+void backend_free(struct backend *backend)
+{
+    if (!backend)
+        return;
+    backend->ops->destroy(backend);
+    free(backend);
+}
+
+const char *backend_name(const struct backend *backend)
+{
+    return backend->ops->name;
+}
+
+int backend_is_host(const struct backend *backend)
+{
+    return backend->ops->is_host;
+}
+
+int backend_synchronize(struct backend *backend)
+{
+    if (backend->failed)
+        return -1;
+    return backend->ops->synchronize(backend);
+}
+
+const char *backend_error(const struct backend *backend)
+{
+    return backend->failed ? backend->error : NULL;
+}
+
+void backend_clear_error(struct backend *backend)
+{
+    backend->failed = 0;
+    backend->error[0] = 0;
+}
+
+// Validation helpers --------------------------------------------------------------------------
+
+#define DESCRIBE(t) tensor_describe((t), (char[160]){0}, 160)
+
+static int check_tensor(struct backend *be, const char *op, const char *role,
+                        const struct tensor *t)
+{
+    if (!t)
+        return backend_set_error(be, "%s: %s is NULL", op, role);
+    if (t->backend != be)
+        return backend_set_error(be, "%s: %s (%s) lives on another backend", op, role, DESCRIBE(t));
+    if (tensor_elements(t) > 0 && !t->data)
+        return backend_set_error(be, "%s: %s (%s) has no data", op, role, DESCRIBE(t));
+    return 0;
+}
+
+static int check_dtype(struct backend *be, const char *op, const char *role, const struct tensor *t,
+                       unsigned allowed_mask)
+{
+    if (!(allowed_mask & (1u << t->dtype)))
+        return backend_set_error(be, "%s: %s (%s) has an unsupported dtype", op, role, DESCRIBE(t));
+    return 0;
+}
+
+#define DT(x)       (1u << (x))
+#define FLOATS      (DT(TENSOR_F32) | DT(TENSOR_BF16) | DT(TENSOR_F16) | DT(TENSOR_F8_E4M3))
+#define ACTIVATIONS (DT(TENSOR_F32) | DT(TENSOR_BF16))
+#define WEIGHTS     FLOATS
+
+static int check_rows_cols(struct backend *be, const char *op, const char *role,
+                           const struct tensor *t, int64_t rows, int64_t cols)
+{
+    if ((rows >= 0 && tensor_rows(t) != rows) || (cols >= 0 && tensor_cols(t) != cols))
+        return backend_set_error(be, "%s: %s (%s) should be [%lld, %lld]", op, role, DESCRIBE(t),
+                                 (long long)rows, (long long)cols);
+    return 0;
+}
+
+static int check_vector(struct backend *be, const char *op, const char *role,
+                        const struct tensor *t, int64_t n)
+{
+    if (tensor_elements(t) != n || tensor_cols(t) != n)
+        return backend_set_error(be, "%s: %s (%s) should have %lld elements in one row", op, role,
+                                 DESCRIBE(t), (long long)n);
+    return 0;
+}
+
+static int check_no_alias(struct backend *be, const char *op, const struct tensor *out,
+                          const struct tensor *in, const char *role)
+{
+    if (!out->data || !in->data)
+        return 0;
+    const char *o = out->data, *i = in->data;
+    size_t ob = tensor_bytes(out), ib = tensor_bytes(in);
+    if (o < i + ib && i < o + ob)
+        return backend_set_error(be, "%s: out (%s) overlaps %s", op, DESCRIBE(out), role);
+    return 0;
+}
+
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        if ((x) != 0)                                                                              \
+            return -1;                                                                             \
+    } while (0)
+
+// Ops ----------------------------------------------------------------------------------------
+
+int op_matmul(struct backend *be, struct tensor *out, const struct tensor *x,
+              const struct tensor *w, const struct tensor *bias)
+{
+    const char *op = "matmul";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "out", out));
+    TRY(check_tensor(be, op, "x", x));
+    TRY(check_tensor(be, op, "w", w));
+    TRY(check_dtype(be, op, "x", x, ACTIVATIONS));
+    TRY(check_dtype(be, op, "w", w, WEIGHTS));
+    TRY(check_dtype(be, op, "out", out, ACTIVATIONS));
+    if (w->ndim != 2)
+        return backend_set_error(be, "%s: w (%s) must be 2-D", op, DESCRIBE(w));
+    int64_t n = w->shape[0], k = w->shape[1];
+    TRY(check_rows_cols(be, op, "x", x, -1, k));
+    TRY(check_rows_cols(be, op, "out", out, tensor_rows(x), n));
+    if (bias) {
+        TRY(check_tensor(be, op, "bias", bias));
+        TRY(check_dtype(be, op, "bias", bias, ACTIVATIONS));
+        TRY(check_vector(be, op, "bias", bias, n));
+    }
+    TRY(check_no_alias(be, op, out, x, "x"));
+    return be->ops->matmul(be, out, x, w, bias);
+}
+
+int op_rms_norm(struct backend *be, struct tensor *out, const struct tensor *x,
+                struct tensor *residual, const struct tensor *weight, float eps)
+{
+    const char *op = "rms_norm";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "out", out));
+    TRY(check_tensor(be, op, "x", x));
+    TRY(check_tensor(be, op, "weight", weight));
+    TRY(check_dtype(be, op, "x", x, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "weight", weight, WEIGHTS));
+    int64_t cols = tensor_cols(x);
+    TRY(check_vector(be, op, "weight", weight, cols));
+    TRY(check_rows_cols(be, op, "out", out, tensor_rows(x), cols));
+    if (residual) {
+        TRY(check_tensor(be, op, "residual", residual));
+        TRY(check_dtype(be, op, "residual", residual, DT(TENSOR_F32)));
+        TRY(check_rows_cols(be, op, "residual", residual, tensor_rows(x), cols));
+        if (residual->data && residual->data == out->data && tensor_elements(out) > 0)
+            return backend_set_error(be, "%s: out must not alias residual", op);
+    }
+    return be->ops->rms_norm(be, out, x, residual, weight, eps);
+}
+
+int op_rms_norm_gated(struct backend *be, struct tensor *out, const struct tensor *x,
+                      const struct tensor *gate, const struct tensor *weight, int64_t group_size,
+                      float eps)
+{
+    const char *op = "rms_norm_gated";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "out", out));
+    TRY(check_tensor(be, op, "x", x));
+    TRY(check_tensor(be, op, "gate", gate));
+    TRY(check_tensor(be, op, "weight", weight));
+    TRY(check_dtype(be, op, "x", x, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "gate", gate, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "weight", weight, WEIGHTS));
+    int64_t cols = tensor_cols(x);
+    TRY(check_vector(be, op, "weight", weight, cols));
+    TRY(check_rows_cols(be, op, "gate", gate, tensor_rows(x), cols));
+    TRY(check_rows_cols(be, op, "out", out, tensor_rows(x), cols));
+    if (group_size <= 0 || cols % group_size != 0)
+        return backend_set_error(be, "%s: group size %lld does not divide %lld columns", op,
+                                 (long long)group_size, (long long)cols);
+    return be->ops->rms_norm_gated(be, out, x, gate, weight, group_size, eps);
+}
+
+int op_layer_norm(struct backend *be, struct tensor *out, const struct tensor *x,
+                  const struct tensor *weight, const struct tensor *bias, float eps)
+{
+    const char *op = "layer_norm";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "out", out));
+    TRY(check_tensor(be, op, "x", x));
+    TRY(check_tensor(be, op, "weight", weight));
+    TRY(check_dtype(be, op, "x", x, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "weight", weight, WEIGHTS));
+    int64_t cols = tensor_cols(x);
+    TRY(check_vector(be, op, "weight", weight, cols));
+    if (bias) {
+        TRY(check_tensor(be, op, "bias", bias));
+        TRY(check_dtype(be, op, "bias", bias, WEIGHTS));
+        TRY(check_vector(be, op, "bias", bias, cols));
+    }
+    TRY(check_rows_cols(be, op, "out", out, tensor_rows(x), cols));
+    return be->ops->layer_norm(be, out, x, weight, bias, eps);
+}
+
+int op_rotary(struct backend *be, struct tensor *x, const struct tensor *cos,
+              const struct tensor *sin, int num_heads, int head_dim)
+{
+    const char *op = "rotary";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "x", x));
+    TRY(check_tensor(be, op, "cos", cos));
+    TRY(check_tensor(be, op, "sin", sin));
+    TRY(check_dtype(be, op, "x", x, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "cos", cos, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "sin", sin, DT(TENSOR_F32)));
+    if (num_heads < 0 || head_dim <= 0)
+        return backend_set_error(be, "%s: %d heads of %d", op, num_heads, head_dim);
+    TRY(check_rows_cols(be, op, "x", x, -1, (int64_t)num_heads * head_dim));
+    int64_t rotary_dim = tensor_cols(cos);
+    if (rotary_dim <= 0 || rotary_dim % 2 || rotary_dim > head_dim)
+        return backend_set_error(be, "%s: rotary dim %lld (cos %s) must be even and <= %d", op,
+                                 (long long)rotary_dim, DESCRIBE(cos), head_dim);
+    TRY(check_rows_cols(be, op, "cos", cos, tensor_rows(x), rotary_dim));
+    TRY(check_rows_cols(be, op, "sin", sin, tensor_rows(x), rotary_dim));
+    return be->ops->rotary(be, x, cos, sin, num_heads, head_dim);
+}
+
+static int check_heads(struct backend *be, const char *op, int num_heads, int num_kv_heads,
+                       int head_dim)
+{
+    if (num_heads <= 0 || num_kv_heads <= 0 || head_dim <= 0 || num_heads % num_kv_heads)
+        return backend_set_error(be,
+                                 "%s: %d query heads, %d kv heads of %d: heads must be "
+                                 "positive and kv heads divide query heads",
+                                 op, num_heads, num_kv_heads, head_dim);
+    return 0;
+}
+
+int op_attention(struct backend *be, struct tensor *out, const struct tensor *q,
+                 const struct tensor *k, const struct tensor *v, const struct tensor *cu_seqlens,
+                 int num_heads, int num_kv_heads, int head_dim, enum attention_mask mask,
+                 float scale)
+{
+    const char *op = "attention";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "out", out));
+    TRY(check_tensor(be, op, "q", q));
+    TRY(check_tensor(be, op, "k", k));
+    TRY(check_tensor(be, op, "v", v));
+    TRY(check_tensor(be, op, "cu_seqlens", cu_seqlens));
+    TRY(check_heads(be, op, num_heads, num_kv_heads, head_dim));
+    TRY(check_dtype(be, op, "q", q, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "k", k, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "v", v, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "cu_seqlens", cu_seqlens, DT(TENSOR_I32)));
+    int64_t tokens = tensor_rows(q);
+    TRY(check_rows_cols(be, op, "q", q, tokens, (int64_t)num_heads * head_dim));
+    TRY(check_rows_cols(be, op, "k", k, tokens, (int64_t)num_kv_heads * head_dim));
+    TRY(check_rows_cols(be, op, "v", v, tokens, (int64_t)num_kv_heads * head_dim));
+    TRY(check_rows_cols(be, op, "out", out, tokens, (int64_t)num_heads * head_dim));
+    if (cu_seqlens->ndim != 1 || cu_seqlens->shape[0] < 1)
+        return backend_set_error(be, "%s: cu_seqlens (%s) must be 1-D with >= 1 entry", op,
+                                 DESCRIBE(cu_seqlens));
+    if (mask != ATTENTION_CAUSAL && mask != ATTENTION_FULL)
+        return backend_set_error(be, "%s: unknown mask kind %d", op, (int)mask);
+    TRY(check_no_alias(be, op, out, q, "q"));
+    TRY(check_no_alias(be, op, out, k, "k"));
+    TRY(check_no_alias(be, op, out, v, "v"));
+    return be->ops->attention(be, out, q, k, v, cu_seqlens, num_heads, num_kv_heads, head_dim, mask,
+                              scale);
+}
+
+static int check_cache(struct backend *be, const char *op, const struct tensor *k_cache,
+                       const struct tensor *v_cache)
+{
+    TRY(check_tensor(be, op, "k_cache", k_cache));
+    TRY(check_tensor(be, op, "v_cache", v_cache));
+    TRY(check_dtype(be, op, "k_cache", k_cache, ACTIVATIONS));
+    TRY(check_dtype(be, op, "v_cache", v_cache, ACTIVATIONS));
+    if (k_cache->ndim != 3 || v_cache->ndim != 3 || k_cache->dtype != v_cache->dtype)
+        return backend_set_error(be, "%s: caches %s and %s must be 3-D of one dtype", op,
+                                 DESCRIBE(k_cache), DESCRIBE(v_cache));
+    for (int i = 0; i < 3; i++)
+        if (k_cache->shape[i] != v_cache->shape[i])
+            return backend_set_error(be, "%s: caches %s and %s differ in shape", op,
+                                     DESCRIBE(k_cache), DESCRIBE(v_cache));
+    return 0;
+}
+
+int op_kv_cache_write(struct backend *be, struct tensor *k_cache, struct tensor *v_cache,
+                      const struct tensor *k, const struct tensor *v,
+                      const struct tensor *slot_mapping)
+{
+    const char *op = "kv_cache_write";
+    if (be->failed)
+        return -1;
+    TRY(check_cache(be, op, k_cache, v_cache));
+    TRY(check_tensor(be, op, "k", k));
+    TRY(check_tensor(be, op, "v", v));
+    TRY(check_tensor(be, op, "slot_mapping", slot_mapping));
+    TRY(check_dtype(be, op, "k", k, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "v", v, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "slot_mapping", slot_mapping, DT(TENSOR_I32)));
+    int64_t tokens = tensor_rows(k), width = k_cache->shape[2];
+    TRY(check_rows_cols(be, op, "k", k, tokens, width));
+    TRY(check_rows_cols(be, op, "v", v, tokens, width));
+    TRY(check_vector(be, op, "slot_mapping", slot_mapping, tokens));
+    return be->ops->kv_cache_write(be, k_cache, v_cache, k, v, slot_mapping);
+}
+
+int op_attention_paged(struct backend *be, struct tensor *out, const struct tensor *q,
+                       const struct tensor *k_cache, const struct tensor *v_cache,
+                       const struct tensor *query_start, const struct tensor *context_lens,
+                       const struct tensor *block_tables, int num_heads, int num_kv_heads,
+                       int head_dim, float scale)
+{
+    const char *op = "attention_paged";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "out", out));
+    TRY(check_tensor(be, op, "q", q));
+    TRY(check_cache(be, op, k_cache, v_cache));
+    TRY(check_tensor(be, op, "query_start", query_start));
+    TRY(check_tensor(be, op, "context_lens", context_lens));
+    TRY(check_tensor(be, op, "block_tables", block_tables));
+    TRY(check_heads(be, op, num_heads, num_kv_heads, head_dim));
+    TRY(check_dtype(be, op, "q", q, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "query_start", query_start, DT(TENSOR_I32)));
+    TRY(check_dtype(be, op, "context_lens", context_lens, DT(TENSOR_I32)));
+    TRY(check_dtype(be, op, "block_tables", block_tables, DT(TENSOR_I32)));
+    int64_t tokens = tensor_rows(q);
+    TRY(check_rows_cols(be, op, "q", q, tokens, (int64_t)num_heads * head_dim));
+    TRY(check_rows_cols(be, op, "out", out, tokens, (int64_t)num_heads * head_dim));
+    if (k_cache->shape[2] != (int64_t)num_kv_heads * head_dim)
+        return backend_set_error(be, "%s: cache rows (%s) should hold %d kv heads of %d", op,
+                                 DESCRIBE(k_cache), num_kv_heads, head_dim);
+    int64_t seqs = tensor_elements(context_lens);
+    if (query_start->ndim != 1 || query_start->shape[0] != seqs + 1)
+        return backend_set_error(be, "%s: query_start (%s) needs %lld entries", op,
+                                 DESCRIBE(query_start), (long long)(seqs + 1));
+    if (block_tables->ndim != 2 || block_tables->shape[0] != seqs)
+        return backend_set_error(be, "%s: block_tables (%s) needs %lld rows", op,
+                                 DESCRIBE(block_tables), (long long)seqs);
+    TRY(check_no_alias(be, op, out, q, "q"));
+    return be->ops->attention_paged(be, out, q, k_cache, v_cache, query_start, context_lens,
+                                    block_tables, num_heads, num_kv_heads, head_dim, scale);
+}
+
+int op_activation(struct backend *be, struct tensor *out, const struct tensor *x,
+                  enum activation act)
+{
+    const char *op = "activation";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "out", out));
+    TRY(check_tensor(be, op, "x", x));
+    TRY(check_dtype(be, op, "x", x, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    if (tensor_elements(out) != tensor_elements(x))
+        return backend_set_error(be, "%s: out (%s) and x (%s) differ in size", op, DESCRIBE(out),
+                                 DESCRIBE(x));
+    if ((unsigned)act > ACTIVATION_SOFTPLUS)
+        return backend_set_error(be, "%s: unknown activation %d", op, (int)act);
+    return be->ops->activation(be, out, x, act);
+}
+
+int op_swiglu(struct backend *be, struct tensor *out, const struct tensor *gate,
+              const struct tensor *up)
+{
+    const char *op = "swiglu";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "out", out));
+    TRY(check_tensor(be, op, "gate", gate));
+    TRY(check_tensor(be, op, "up", up));
+    TRY(check_dtype(be, op, "gate", gate, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "up", up, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_rows_cols(be, op, "up", up, tensor_rows(gate), tensor_cols(gate)));
+    TRY(check_rows_cols(be, op, "out", out, tensor_rows(gate), tensor_cols(gate)));
+    return be->ops->swiglu(be, out, gate, up);
+}
+
+static int check_binary(struct backend *be, const char *op, const struct tensor *out,
+                        const struct tensor *a, const struct tensor *b)
+{
+    TRY(check_tensor(be, op, "out", out));
+    TRY(check_tensor(be, op, "a", a));
+    TRY(check_tensor(be, op, "b", b));
+    TRY(check_dtype(be, op, "a", a, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "b", b, ACTIVATIONS));
+    TRY(check_rows_cols(be, op, "out", out, tensor_rows(a), tensor_cols(a)));
+    if (tensor_cols(b) != tensor_cols(a) ||
+        (tensor_rows(b) != 1 && tensor_rows(b) != tensor_rows(a)))
+        return backend_set_error(be, "%s: b (%s) must match a (%s) or be one row", op, DESCRIBE(b),
+                                 DESCRIBE(a));
+    return 0;
+}
+
+int op_add(struct backend *be, struct tensor *out, const struct tensor *a, const struct tensor *b)
+{
+    if (be->failed)
+        return -1;
+    TRY(check_binary(be, "add", out, a, b));
+    return be->ops->add(be, out, a, b);
+}
+
+int op_mul(struct backend *be, struct tensor *out, const struct tensor *a, const struct tensor *b)
+{
+    if (be->failed)
+        return -1;
+    TRY(check_binary(be, "mul", out, a, b));
+    return be->ops->mul(be, out, a, b);
+}
+
+int op_scale(struct backend *be, struct tensor *out, const struct tensor *x, float factor)
+{
+    const char *op = "scale";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "out", out));
+    TRY(check_tensor(be, op, "x", x));
+    TRY(check_dtype(be, op, "x", x, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    if (tensor_elements(out) != tensor_elements(x))
+        return backend_set_error(be, "%s: out (%s) and x (%s) differ in size", op, DESCRIBE(out),
+                                 DESCRIBE(x));
+    return be->ops->scale(be, out, x, factor);
+}
+
+int op_gather_rows(struct backend *be, struct tensor *out, const struct tensor *table,
+                   const struct tensor *index)
+{
+    const char *op = "gather_rows";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "out", out));
+    TRY(check_tensor(be, op, "table", table));
+    TRY(check_tensor(be, op, "index", index));
+    TRY(check_dtype(be, op, "table", table, FLOATS));
+    TRY(check_dtype(be, op, "out", out, ACTIVATIONS));
+    TRY(check_dtype(be, op, "index", index, DT(TENSOR_I32)));
+    TRY(check_rows_cols(be, op, "out", out, tensor_elements(index), tensor_cols(table)));
+    TRY(check_no_alias(be, op, out, table, "table"));
+    return be->ops->gather_rows(be, out, table, index);
+}
+
+int op_scatter_rows(struct backend *be, struct tensor *out, const struct tensor *src,
+                    const struct tensor *index)
+{
+    const char *op = "scatter_rows";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "out", out));
+    TRY(check_tensor(be, op, "src", src));
+    TRY(check_tensor(be, op, "index", index));
+    TRY(check_dtype(be, op, "src", src, ACTIVATIONS));
+    TRY(check_dtype(be, op, "out", out, ACTIVATIONS));
+    TRY(check_dtype(be, op, "index", index, DT(TENSOR_I32)));
+    TRY(check_rows_cols(be, op, "src", src, tensor_elements(index), tensor_cols(out)));
+    TRY(check_no_alias(be, op, out, src, "src"));
+    return be->ops->scatter_rows(be, out, src, index);
+}
+
+int op_copy(struct backend *be, struct tensor *out, const struct tensor *x)
+{
+    const char *op = "copy";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "out", out));
+    TRY(check_tensor(be, op, "x", x));
+    TRY(check_dtype(be, op, "x", x, FLOATS));
+    TRY(check_dtype(be, op, "out", out, FLOATS));
+    if (tensor_elements(out) != tensor_elements(x))
+        return backend_set_error(be, "%s: out (%s) and x (%s) differ in size", op, DESCRIBE(out),
+                                 DESCRIBE(x));
+    if (out->data != x->data)
+        TRY(check_no_alias(be, op, out, x, "x"));
+    return be->ops->copy(be, out, x);
+}
+
+int op_slice_columns(struct backend *be, struct tensor *out, const struct tensor *x,
+                     int64_t column_offset)
+{
+    const char *op = "slice_columns";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "out", out));
+    TRY(check_tensor(be, op, "x", x));
+    TRY(check_dtype(be, op, "x", x, ACTIVATIONS));
+    TRY(check_dtype(be, op, "out", out, ACTIVATIONS));
+    TRY(check_rows_cols(be, op, "out", out, tensor_rows(x), -1));
+    if (column_offset < 0 || column_offset + tensor_cols(out) > tensor_cols(x))
+        return backend_set_error(be, "%s: columns [%lld, +%lld) outside x (%s)", op,
+                                 (long long)column_offset, (long long)tensor_cols(out),
+                                 DESCRIBE(x));
+    TRY(check_no_alias(be, op, out, x, "x"));
+    return be->ops->slice_columns(be, out, x, column_offset);
+}
+
+int op_argmax(struct backend *be, struct tensor *out, const struct tensor *x)
+{
+    const char *op = "argmax";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "out", out));
+    TRY(check_tensor(be, op, "x", x));
+    TRY(check_dtype(be, op, "x", x, ACTIVATIONS));
+    TRY(check_dtype(be, op, "out", out, DT(TENSOR_I32)));
+    TRY(check_vector(be, op, "out", out, tensor_rows(x)));
+    if (tensor_cols(x) < 1 && tensor_rows(x) > 0)
+        return backend_set_error(be, "%s: x (%s) has no columns", op, DESCRIBE(x));
+    return be->ops->argmax(be, out, x);
+}
+
+int op_softmax(struct backend *be, struct tensor *out, const struct tensor *x,
+               float inv_temperature)
+{
+    const char *op = "softmax";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "out", out));
+    TRY(check_tensor(be, op, "x", x));
+    TRY(check_dtype(be, op, "x", x, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_rows_cols(be, op, "out", out, tensor_rows(x), tensor_cols(x)));
+    return be->ops->softmax(be, out, x, inv_temperature);
+}

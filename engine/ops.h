@@ -1,0 +1,188 @@
+// ops.h: the engine's op set. Every model (qwen2_5_vl, nemotron_h_vl) is written once as a
+// sequence of these calls; every backend (CPU now, CUDA next) implements exactly these ops and
+// nothing else, like ggml's backends implement one GGML_OP list.
+//
+// Conventions shared by all ops:
+// - Tensors are row-major and contiguous. An op sees a tensor as rows x cols (cols = last
+//   dimension, rows = product of the others, see tensor_rows / tensor_cols).
+// - A step's tokens are flattened: the tokens of all sequences in the batch are consecutive
+//   rows of one [total_tokens, features] tensor, sequence after sequence. Per-sequence
+//   boundaries come as an I32 tensor of offsets `cu_seqlens` [num_seqs + 1] (cu_seqlens[0] =
+//   0, cu_seqlens[num_seqs] = total_tokens), as in FlashAttention's / vLLM's varlen API.
+// - Outputs are preallocated by the caller, on the same backend. Activations are f32 on the
+//   CPU backend (a device backend may use bf16 activations; ops accept both where noted).
+//   Weights may be f32, bf16, f16 or fp8 e4m3 (the tensor's `scale` multiplies fp8 values).
+// - Index tensors (ids, offsets, block tables, slot mappings) are I32 on the same backend, so
+//   a device backend never reads host memory during a step (and steps can be graph-captured).
+// - Unless noted, `out` may alias an input of the same shape (in-place is allowed).
+// - Errors: ops return 0, or -1 after recording a message (naming the op and the tensors) in
+//   the backend; the first error sticks (backend_error) and later ops return -1 without
+//   running, so a model can check once at the end of a forward pass. Shape/dtype mismatches
+//   are bugs in the caller; out-of-range ids or offsets (which can come from input) are
+//   checked too. Ops never abort.
+// - Accumulation is in f32 (the CPU backend accumulates dot products in f32 with several
+//   partial sums; the CUDA backend uses f32 accumulators too).
+#ifndef CLIPCAP_ENGINE_OPS_H
+#define CLIPCAP_ENGINE_OPS_H
+
+#include "tensor.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Backends -------------------------------------------------------------------------------------
+
+struct backend;
+
+// The plain-C reference backend. threads: worker threads for matmul/attention (0 or 1 = run on
+// the calling thread only).
+struct backend *backend_cpu_create(int threads, char *err, size_t err_size);
+void backend_free(struct backend *backend);
+const char *backend_name(const struct backend *backend); // "cpu", "cuda"
+// 1 when tensor data is host memory that the caller may read/write directly (CPU backend).
+int backend_is_host(const struct backend *backend);
+// Waits for queued work (a no-op on the CPU backend).
+int backend_synchronize(struct backend *backend);
+// The first error recorded since the last clear, or NULL.
+const char *backend_error(const struct backend *backend);
+void backend_clear_error(struct backend *backend);
+
+// Linear algebra -------------------------------------------------------------------------------
+
+// out[M,N] = x[M,K] @ w[N,K]^T (+ bias[N]). x: f32 or bf16. w: f32, bf16, f16 or fp8 e4m3
+// (times w->scale). bias: NULL or f32/bf16 [N]. out: f32 (or bf16). out must not alias x.
+// M may be 0.
+int op_matmul(struct backend *be, struct tensor *out, const struct tensor *x,
+              const struct tensor *w, const struct tensor *bias);
+
+// Normalization ------------------------------------------------------------------------------
+
+// RMSNorm over the last dimension: out = x / sqrt(mean(x^2) + eps) * weight, computed in f32.
+// With residual != NULL (fused pre-norm residual, as in vLLM): residual += x first (residual
+// is updated in place and is the new hidden state), then out = rms_norm(residual) * weight.
+int op_rms_norm(struct backend *be, struct tensor *out, const struct tensor *x,
+                struct tensor *residual, const struct tensor *weight, float eps);
+
+// Gated, grouped RMSNorm (Mamba2's mixer norm, norm_before_gate = False):
+// y = x * silu(gate); each consecutive group of group_size columns of y is RMS-normalized on
+// its own; out = y_normalized * weight. group_size must divide cols.
+int op_rms_norm_gated(struct backend *be, struct tensor *out, const struct tensor *x,
+                      const struct tensor *gate, const struct tensor *weight, int64_t group_size,
+                      float eps);
+
+// LayerNorm over the last dimension: out = (x - mean) / sqrt(var + eps) * weight + bias
+// (biased variance, as torch). bias may be NULL.
+int op_layer_norm(struct backend *be, struct tensor *out, const struct tensor *x,
+                  const struct tensor *weight, const struct tensor *bias, float eps);
+
+// Positions ------------------------------------------------------------------------------------
+
+// Rotary embedding in place, rotate_half form (HF/Qwen/Llama, not the interleaved GPT-J form).
+// x: f32 [T, num_heads * head_dim]. cos, sin: f32 [T, rotary_dim] tables, one row per token,
+// rotary_dim <= head_dim and even; for every head, the first rotary_dim channels d become
+//   x[d] * cos[d] + rotate_half(x)[d] * sin[d], rotate_half(x) = cat(-x[half:], x[:half])
+// with half = rotary_dim / 2; channels past rotary_dim are left as they are.
+// The caller builds the tables, so plain 1-D RoPE, Qwen's M-RoPE (section-wise t/h/w
+// positions) and the vision tower's 2-D rotary are all this one op.
+int op_rotary(struct backend *be, struct tensor *x, const struct tensor *cos,
+              const struct tensor *sin, int num_heads, int head_dim);
+
+// Attention ----------------------------------------------------------------------------------
+
+enum attention_mask {
+    ATTENTION_CAUSAL = 0, // within a sequence, token i sees tokens 0..i
+    ATTENTION_FULL = 1,   // within a sequence, every token sees every token (block-diagonal
+                          // over the batch: the vision tower's windows and frames)
+};
+
+// Variable-length attention without a cache. q: f32 [T, num_heads * head_dim]; k, v: f32
+// [T, num_kv_heads * head_dim] (GQA: query head h uses kv head h / (num_heads /
+// num_kv_heads)); cu_seqlens: I32 [num_seqs + 1] on this backend, non-decreasing, from 0 to T.
+// Tokens never attend across sequences. out: f32 [T, num_heads * head_dim], must not alias q.
+// scale: usually 1/sqrt(head_dim).
+int op_attention(struct backend *be, struct tensor *out, const struct tensor *q,
+                 const struct tensor *k, const struct tensor *v, const struct tensor *cu_seqlens,
+                 int num_heads, int num_kv_heads, int head_dim, enum attention_mask mask,
+                 float scale);
+
+// Writes this step's keys and values into a layer's paged cache (vLLM reshape_and_cache).
+// k, v: f32 [T, num_kv_heads * head_dim]; k_cache, v_cache: f32 or bf16
+// [num_blocks, block_size, num_kv_heads * head_dim]; slot_mapping: I32 [T], the physical slot
+// (block * block_size + offset) of each token, or -1 to skip the token.
+int op_kv_cache_write(struct backend *be, struct tensor *k_cache, struct tensor *v_cache,
+                      const struct tensor *k, const struct tensor *v,
+                      const struct tensor *slot_mapping);
+
+// Causal attention of this step's queries against the paged cache; covers prefill chunks with
+// a cached prefix (stage 2 after stage 1's video prefix) and decode (one query per sequence)
+// in one batch. The step's keys/values must already be in the cache (op_kv_cache_write).
+// q: f32 [T, num_heads * head_dim], sequence s owning rows query_start[s] ..
+// query_start[s+1]-1; context_lens: I32 [num_seqs], keys of sequence s including this step's
+// (its queries are its last context positions: query i of n sits at position
+// context_len - n + i and sees keys 0..that position); block_tables: I32
+// [num_seqs, max_blocks_per_seq], entry j = physical block holding positions
+// j*block_size .. (j+1)*block_size-1. out: f32 like q.
+int op_attention_paged(struct backend *be, struct tensor *out, const struct tensor *q,
+                       const struct tensor *k_cache, const struct tensor *v_cache,
+                       const struct tensor *query_start, const struct tensor *context_lens,
+                       const struct tensor *block_tables, int num_heads, int num_kv_heads,
+                       int head_dim, float scale);
+
+// Element-wise -------------------------------------------------------------------------------
+
+enum activation {
+    ACTIVATION_SILU = 0,     // x * sigmoid(x)
+    ACTIVATION_GELU,         // exact: 0.5 x (1 + erf(x / sqrt 2))
+    ACTIVATION_GELU_TANH,    // tanh approximation (torch approximate="tanh")
+    ACTIVATION_RELU_SQUARED, // max(x, 0)^2 (Nemotron-H MLP, mlp1 projector)
+    ACTIVATION_SOFTPLUS,     // log(1 + exp(x)) (torch threshold 20: x above it passes through)
+};
+
+// out = act(x), f32.
+int op_activation(struct backend *be, struct tensor *out, const struct tensor *x,
+                  enum activation act);
+// out = silu(gate) * up (the gated MLP of Qwen's LLM and vision tower), f32, same shapes.
+int op_swiglu(struct backend *be, struct tensor *out, const struct tensor *gate,
+              const struct tensor *up);
+// out = a + b / a * b; b has a's shape or a single row [1, cols] (or [cols]) broadcast over
+// a's rows. b may be f32 or bf16 (a bias or a weight vector); a and out are f32.
+int op_add(struct backend *be, struct tensor *out, const struct tensor *a, const struct tensor *b);
+int op_mul(struct backend *be, struct tensor *out, const struct tensor *a, const struct tensor *b);
+// out = x * factor.
+int op_scale(struct backend *be, struct tensor *out, const struct tensor *x, float factor);
+
+// Data movement ------------------------------------------------------------------------------
+
+// out[r] = table[index[r]] as f32 (or out's dtype): embedding lookup, window reordering,
+// picking each sequence's last token. table: any float dtype [V, D]; index: I32 [R]; out
+// [R, D]. An index outside [0, V) is an error naming it.
+int op_gather_rows(struct backend *be, struct tensor *out, const struct tensor *table,
+                   const struct tensor *index);
+// out[index[r]] = src[r] for every r (merging vision embeddings into the token positions of
+// <|video_pad|>). out [T, D]; src [R, D]; index: I32 [R], each in [0, T).
+int op_scatter_rows(struct backend *be, struct tensor *out, const struct tensor *src,
+                    const struct tensor *index);
+// out = x converted to out's dtype (f32 <-> bf16 <-> f16; fp8 on either side; same element
+// count, shapes may differ: a reshape-copy).
+int op_copy(struct backend *be, struct tensor *out, const struct tensor *x);
+// out[:, :] = x[:, column_offset : column_offset + cols(out)] (splitting a fused qkv or
+// in_proj output). Same rows.
+int op_slice_columns(struct backend *be, struct tensor *out, const struct tensor *x,
+                     int64_t column_offset);
+
+// Sampling -------------------------------------------------------------------------------------
+
+// out[r] = index of the largest value of row r of x (first one on ties). out: I32 [rows].
+int op_argmax(struct backend *be, struct tensor *out, const struct tensor *x);
+// Row-wise softmax of x * inv_temperature (max-subtracted, f32), e.g. logits -> probabilities.
+int op_softmax(struct backend *be, struct tensor *out, const struct tensor *x,
+               float inv_temperature);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

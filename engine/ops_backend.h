@@ -1,0 +1,81 @@
+// ops_backend.h: what a backend implements (the table behind ops.h). Only backend sources
+// (backend_cpu.c, kernels/ for CUDA) and ops.c include this.
+//
+// ops.c validates dtypes, shapes and aliasing of every call once, for all backends, before it
+// calls the table; a backend function may assume a valid call and only checks what depends on
+// data (ids, offsets), reporting with backend_set_error. Every entry is required.
+#ifndef CLIPCAP_ENGINE_OPS_BACKEND_H
+#define CLIPCAP_ENGINE_OPS_BACKEND_H
+
+#include "ops.h"
+
+#include <stdarg.h>
+
+struct backend_ops {
+    const char *name;
+    int is_host; // tensor data is host memory
+
+    // Memory: alloc returns NULL on failure. write/read copy whole byte ranges.
+    void *(*alloc)(struct backend *be, size_t bytes);
+    void (*release)(struct backend *be, void *data);
+    int (*write)(struct backend *be, void *dst, const void *src, size_t bytes);
+    int (*read)(struct backend *be, void *dst, const void *src, size_t bytes);
+    int (*synchronize)(struct backend *be);
+    void (*destroy)(struct backend *be); // frees context, not the struct backend
+
+    int (*matmul)(struct backend *be, struct tensor *out, const struct tensor *x,
+                  const struct tensor *w, const struct tensor *bias);
+    int (*rms_norm)(struct backend *be, struct tensor *out, const struct tensor *x,
+                    struct tensor *residual, const struct tensor *weight, float eps);
+    int (*rms_norm_gated)(struct backend *be, struct tensor *out, const struct tensor *x,
+                          const struct tensor *gate, const struct tensor *weight,
+                          int64_t group_size, float eps);
+    int (*layer_norm)(struct backend *be, struct tensor *out, const struct tensor *x,
+                      const struct tensor *weight, const struct tensor *bias, float eps);
+    int (*rotary)(struct backend *be, struct tensor *x, const struct tensor *cos,
+                  const struct tensor *sin, int num_heads, int head_dim);
+    int (*attention)(struct backend *be, struct tensor *out, const struct tensor *q,
+                     const struct tensor *k, const struct tensor *v,
+                     const struct tensor *cu_seqlens, int num_heads, int num_kv_heads, int head_dim,
+                     enum attention_mask mask, float scale);
+    int (*kv_cache_write)(struct backend *be, struct tensor *k_cache, struct tensor *v_cache,
+                          const struct tensor *k, const struct tensor *v,
+                          const struct tensor *slot_mapping);
+    int (*attention_paged)(struct backend *be, struct tensor *out, const struct tensor *q,
+                           const struct tensor *k_cache, const struct tensor *v_cache,
+                           const struct tensor *query_start, const struct tensor *context_lens,
+                           const struct tensor *block_tables, int num_heads, int num_kv_heads,
+                           int head_dim, float scale);
+    int (*activation)(struct backend *be, struct tensor *out, const struct tensor *x,
+                      enum activation act);
+    int (*swiglu)(struct backend *be, struct tensor *out, const struct tensor *gate,
+                  const struct tensor *up);
+    int (*add)(struct backend *be, struct tensor *out, const struct tensor *a,
+               const struct tensor *b);
+    int (*mul)(struct backend *be, struct tensor *out, const struct tensor *a,
+               const struct tensor *b);
+    int (*scale)(struct backend *be, struct tensor *out, const struct tensor *x, float factor);
+    int (*gather_rows)(struct backend *be, struct tensor *out, const struct tensor *table,
+                       const struct tensor *index);
+    int (*scatter_rows)(struct backend *be, struct tensor *out, const struct tensor *src,
+                        const struct tensor *index);
+    int (*copy)(struct backend *be, struct tensor *out, const struct tensor *x);
+    int (*slice_columns)(struct backend *be, struct tensor *out, const struct tensor *x,
+                         int64_t column_offset);
+    int (*argmax)(struct backend *be, struct tensor *out, const struct tensor *x);
+    int (*softmax)(struct backend *be, struct tensor *out, const struct tensor *x,
+                   float inv_temperature);
+};
+
+struct backend {
+    const struct backend_ops *ops;
+    void *context; // the backend's own state
+    int failed;
+    char error[512];
+};
+
+// Records an error (the first one sticks) and returns -1.
+int backend_set_error(struct backend *be, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#endif
