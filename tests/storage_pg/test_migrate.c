@@ -183,6 +183,49 @@ static void test_migrate_reports_an_unreachable_server(void **state)
     assert_non_null(strstr(err, "cannot connect"));
 }
 
+// The schema's constraints refuse rows the writer would never produce.
+static void test_migrate_schema_constraints_hold(void **state)
+{
+    (void)state;
+    char conninfo[128], err[512];
+    create_database("migrate_constraints", conninfo, sizeof(conninfo));
+    int applied = 0;
+    assert_int_equal(caption_store_migrate(conninfo, &applied, err, sizeof(err)), 0);
+    PGconn *conn = test_pg_connect(conninfo);
+    exec_ok(conn, "INSERT INTO jobs (job_id, status) VALUES ('j', 'running')");
+    exec_ok(conn, "INSERT INTO model_revisions (variant, hf_model_id, revision, engine_version,"
+                  " backend) VALUES ('v', 'm', 'r', 'e', 'cpu')");
+    const char *refused[] = {
+        "INSERT INTO jobs (job_id, status) VALUES ('k', 'paused')",
+        "INSERT INTO jobs (job_id, status, finished_at) VALUES ('k', 'failed', now())",
+        "INSERT INTO jobs (job_id, status) VALUES ('k', 'completed')",
+        "INSERT INTO jobs (job_id, status) VALUES ('', 'running')",
+        "INSERT INTO model_revisions (variant, hf_model_id, revision, weights_sha256,"
+        " engine_version, backend) VALUES ('v', 'm', 'r', 'ABC', 'e', 'cpu')",
+        "INSERT INTO captions (job_id, window_index, start_frame, end_frame, stage, prompt_text,"
+        " caption, prompt_tokens, output_tokens, finish_reason, model_revision_id,"
+        " prefill_seconds, decode_seconds) SELECT 'j', 0, 0, 10, 3, 'p', 'c', 1, 1, 'stop', id,"
+        " 0, 0 FROM model_revisions",
+        "INSERT INTO captions (job_id, window_index, start_frame, end_frame, stage, prompt_text,"
+        " caption, prompt_tokens, output_tokens, finish_reason, model_revision_id,"
+        " prefill_seconds, decode_seconds) SELECT 'j', 0, 10, 5, 1, 'p', 'c', 1, 1, 'stop', id,"
+        " 0, 0 FROM model_revisions",
+        "INSERT INTO captions (job_id, window_index, start_frame, end_frame, stage, prompt_text,"
+        " caption, prompt_tokens, output_tokens, finish_reason, model_revision_id,"
+        " prefill_seconds, decode_seconds) SELECT 'missing', 0, 0, 5, 1, 'p', 'c', 1, 1, 'stop',"
+        " id, 0, 0 FROM model_revisions",
+    };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        PGresult *result = PQexec(conn, refused[i]);
+        if (PQresultStatus(result) != PGRES_FATAL_ERROR)
+            fail_msg("accepted: %s", refused[i]);
+        // 23xxx: integrity constraint violation (check, foreign key, not null, unique).
+        assert_memory_equal(PQresultErrorField(result, PG_DIAG_SQLSTATE), "23", 2);
+        PQclear(result);
+    }
+    PQfinish(conn);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -192,6 +235,7 @@ int main(void)
         cmocka_unit_test(test_migrate_refuses_an_unknown_applied_migration),
         cmocka_unit_test(test_migrate_failure_leaves_nothing),
         cmocka_unit_test(test_migrate_reports_an_unreachable_server),
+        cmocka_unit_test(test_migrate_schema_constraints_hold),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
