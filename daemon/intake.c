@@ -1,0 +1,239 @@
+// intake.c: see intake.h. Follows librdkafka's at-least-once recipe
+// (INTRODUCTION.md, "At-least-once processing"): enable.auto.offset.store=false and
+// rd_kafka_offsets_store() after the database commit; auto-commit sends what was stored.
+#include "intake.h"
+
+#include "log.h"
+#include "offset_tracker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct intake {
+    rd_kafka_t *consumer;
+    char *topic;
+    offset_tracker *tracker;
+    int paused;
+};
+
+static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *err,
+                    size_t err_size)
+{
+    char kafka_err[512];
+    if (rd_kafka_conf_set(conf, key, value, kafka_err, sizeof(kafka_err)) != RD_KAFKA_CONF_OK) {
+        snprintf(err, err_size, "kafka property %s: %s", key, kafka_err);
+        return -1;
+    }
+    return 0;
+}
+
+static void pause_list(intake *in, rd_kafka_topic_partition_list_t *partitions)
+{
+    if (in->paused && partitions->cnt > 0)
+        rd_kafka_pause_partitions(in->consumer, partitions);
+}
+
+// Cooperative-sticky hands out and takes back partitions incrementally; the eager
+// protocols replace the whole assignment. Both are handled as rdkafka.h describes.
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *partitions, void *opaque)
+{
+    intake *in = opaque;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    char count[16];
+    snprintf(count, sizeof(count), "%d", partitions->cnt);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < partitions->cnt; i++)
+            offset_tracker_assign(in->tracker, partitions->elems[i].partition);
+        rd_kafka_error_t *error = NULL;
+        if (cooperative)
+            error = rd_kafka_incremental_assign(rk, partitions);
+        else
+            rd_kafka_assign(rk, partitions);
+        if (error) {
+            log_event(LOG_LEVEL_ERROR, "kafka_assign_failed", "msg", rd_kafka_error_string(error),
+                      NULL);
+            rd_kafka_error_destroy(error);
+        }
+        pause_list(in, partitions);
+        log_event(LOG_LEVEL_INFO, "kafka_partitions_assigned", "count", count, NULL);
+        return;
+    }
+    // Revoked or lost. When revoked (not lost), commit what is stored so the next owner
+    // starts after every job this process finished. Jobs still in flight for these
+    // partitions finish and are written (the write is idempotent), but their offsets are no
+    // longer ours to store: the tracker forgets the partition and the next owner redoes them.
+    int lost = rd_kafka_assignment_lost(rk);
+    if (!lost) {
+        rd_kafka_resp_err_t commit_err = rd_kafka_commit(rk, NULL, 0);
+        if (commit_err && commit_err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            log_event(LOG_LEVEL_WARNING, "kafka_commit_on_revoke_failed", "msg",
+                      rd_kafka_err2str(commit_err), NULL);
+    }
+    for (int i = 0; i < partitions->cnt; i++)
+        offset_tracker_revoke(in->tracker, partitions->elems[i].partition);
+    if (cooperative) {
+        rd_kafka_error_t *error = rd_kafka_incremental_unassign(rk, partitions);
+        if (error)
+            rd_kafka_error_destroy(error);
+    } else {
+        rd_kafka_assign(rk, NULL);
+    }
+    log_event(lost ? LOG_LEVEL_WARNING : LOG_LEVEL_INFO,
+              lost ? "kafka_partitions_lost" : "kafka_partitions_revoked", "count", count, NULL);
+}
+
+int intake_open(const struct intake_options *options, intake **out, char *err, size_t err_size)
+{
+    *out = NULL;
+    intake *in = calloc(1, sizeof(*in));
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (!in || !conf) {
+        snprintf(err, err_size, "out of memory");
+        goto fail;
+    }
+    in->topic = strdup(options->topic);
+    in->tracker = offset_tracker_create();
+    if (!in->topic || !in->tracker) {
+        snprintf(err, err_size, "out of memory");
+        goto fail;
+    }
+    char poll_interval[32];
+    snprintf(poll_interval, sizeof(poll_interval), "%d", options->max_poll_interval_ms);
+    // Passthrough first, so the properties clipcap depends on cannot be overridden by it.
+    for (int i = 0; i < options->passthrough_count; i++)
+        if (conf_set(conf, options->passthrough_keys[i], options->passthrough_values[i], err,
+                     err_size) != 0)
+            goto fail;
+    if (conf_set(conf, "bootstrap.servers", options->brokers, err, err_size) ||
+        conf_set(conf, "group.id", options->group, err, err_size) ||
+        conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", err, err_size) ||
+        // Offsets are stored only after the outcome is in Postgres (at-least-once).
+        conf_set(conf, "enable.auto.offset.store", "false", err, err_size) ||
+        conf_set(conf, "enable.auto.commit", "true", err, err_size) ||
+        // A new group reads jobs enqueued before it existed.
+        conf_set(conf, "auto.offset.reset", "earliest", err, err_size) ||
+        conf_set(conf, "max.poll.interval.ms", poll_interval, err, err_size) ||
+        conf_set(conf, "enable.partition.eof", "false", err, err_size))
+        goto fail;
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_opaque(conf, in);
+    char kafka_err[512];
+    in->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kafka_err, sizeof(kafka_err));
+    if (!in->consumer) {
+        snprintf(err, err_size, "cannot create Kafka consumer: %s", kafka_err);
+        goto fail;
+    }
+    conf = NULL; // owned by the consumer now
+    rd_kafka_poll_set_consumer(in->consumer);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, options->topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t subscribe_err = rd_kafka_subscribe(in->consumer, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (subscribe_err) {
+        snprintf(err, err_size, "cannot subscribe to %s: %s", options->topic,
+                 rd_kafka_err2str(subscribe_err));
+        goto fail;
+    }
+    *out = in;
+    return 0;
+fail:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    if (in) {
+        if (in->consumer)
+            rd_kafka_destroy(in->consumer);
+        offset_tracker_destroy(in->tracker);
+        free(in->topic);
+        free(in);
+    }
+    return -1;
+}
+
+rd_kafka_message_t *intake_poll(intake *in, int timeout_ms, uint64_t *generation, int *fatal)
+{
+    *fatal = 0;
+    rd_kafka_message_t *message = rd_kafka_consumer_poll(in->consumer, timeout_ms);
+    if (!message)
+        return NULL;
+    if (message->err) {
+        // Consumer errors are informational (the client retries) unless fatal.
+        char fatal_reason[256];
+        if (rd_kafka_fatal_error(in->consumer, fatal_reason, sizeof(fatal_reason))) {
+            log_event(LOG_LEVEL_ERROR, "kafka_fatal_error", "msg", fatal_reason, NULL);
+            *fatal = 1;
+        } else if (message->err == RD_KAFKA_RESP_ERR__MAX_POLL_EXCEEDED) {
+            log_event(LOG_LEVEL_ERROR, "kafka_max_poll_exceeded", "msg",
+                      rd_kafka_message_errstr(message), NULL);
+        } else {
+            log_event(LOG_LEVEL_WARNING, "kafka_consumer_error", "msg",
+                      rd_kafka_message_errstr(message), NULL);
+        }
+        rd_kafka_message_destroy(message);
+        return NULL;
+    }
+    *generation = offset_tracker_add(in->tracker, message->partition, message->offset);
+    if (*generation == 0) {
+        // Not assigned any more (a revoke raced the fetch) or out of memory: leave the
+        // message to whoever owns the partition; its offset is never stored here.
+        rd_kafka_message_destroy(message);
+        return NULL;
+    }
+    return message;
+}
+
+void intake_job_done(intake *in, int32_t partition, uint64_t generation, int64_t offset)
+{
+    int64_t store_offset;
+    if (!offset_tracker_done(in->tracker, partition, generation, offset, &store_offset))
+        return;
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, in->topic, partition)->offset = store_offset;
+    rd_kafka_resp_err_t err = rd_kafka_offsets_store(in->consumer, list);
+    if (err) {
+        char partition_text[16];
+        snprintf(partition_text, sizeof(partition_text), "%d", partition);
+        log_event(LOG_LEVEL_WARNING, "kafka_offset_store_failed", "partition", partition_text,
+                  "msg", rd_kafka_err2str(err), NULL);
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+void intake_set_paused(intake *in, int paused)
+{
+    if (in->paused == paused)
+        return;
+    in->paused = paused;
+    rd_kafka_topic_partition_list_t *assignment = NULL;
+    if (rd_kafka_assignment(in->consumer, &assignment) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (assignment->cnt > 0) {
+            if (paused)
+                rd_kafka_pause_partitions(in->consumer, assignment);
+            else
+                rd_kafka_resume_partitions(in->consumer, assignment);
+        }
+        rd_kafka_topic_partition_list_destroy(assignment);
+    }
+    log_event(LOG_LEVEL_INFO, paused ? "intake_paused" : "intake_resumed", NULL);
+}
+
+int intake_paused(const intake *in)
+{
+    return in->paused;
+}
+
+void intake_close(intake *in)
+{
+    if (!in)
+        return;
+    rd_kafka_resp_err_t err = rd_kafka_commit(in->consumer, NULL, 0);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        log_event(LOG_LEVEL_WARNING, "kafka_final_commit_failed", "msg", rd_kafka_err2str(err),
+                  NULL);
+    rd_kafka_consumer_close(in->consumer);
+    rd_kafka_destroy(in->consumer);
+    offset_tracker_destroy(in->tracker);
+    free(in->topic);
+    free(in);
+}
