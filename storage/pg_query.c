@@ -81,8 +81,9 @@ int pg_connection_lost(PGconn *conn, const PGresult *result)
         return result == NULL; // no result at all: libpq could not talk to the server
     if (strncmp(sqlstate, "08", 2) == 0)
         return 1;
-    return strcmp(sqlstate, "57P01") == 0 || strcmp(sqlstate, "57P02") == 0 ||
-           strcmp(sqlstate, "57P03") == 0;
+    // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 57P04
+    // database_dropped, 57P05 idle_session_timeout: the server ended this session.
+    return strncmp(sqlstate, "57P0", 4) == 0;
 }
 
 // Copies a libpq message without its trailing newline(s).

@@ -43,8 +43,8 @@ int pg_exec_command(PGconn *conn, const char *sql, const struct pg_params *param
                     int *connection_lost, char *err, size_t err_size);
 
 // 1 when a failed result (or a NULL one) means the connection is gone: the connection's
-// status is CONNECTION_BAD, or SQLSTATE class 08 (connection exception) or 57P01..57P03
-// (admin/crash shutdown, cannot connect now).
+// status is CONNECTION_BAD, or SQLSTATE class 08 (connection exception) or 57P0x (the
+// server ended the session: shutdown, crash, not accepting connections, idle timeout).
 int pg_connection_lost(PGconn *conn, const PGresult *result);
 
 // Rolls back the open transaction, ignoring errors: used on the failure path, where the
