@@ -8,3 +8,12 @@ if(NOT TARGET clipcap_qwen2_5_vl_layout)
     target_include_directories(clipcap_qwen2_5_vl_layout PUBLIC ${CMAKE_CURRENT_LIST_DIR})
     target_link_libraries(clipcap_qwen2_5_vl_layout PUBLIC m)
 endif()
+
+# The model over the op set, its weights, and the engine API implementation's pieces.
+if(NOT TARGET clipcap_qwen2_5_vl AND TARGET clipcap_engine_core)
+    add_library(clipcap_qwen2_5_vl STATIC
+        ${CMAKE_CURRENT_LIST_DIR}/qwen2_5_vl.c
+        ${CMAKE_CURRENT_LIST_DIR}/qwen_weights.c)
+    target_include_directories(clipcap_qwen2_5_vl PUBLIC ${CMAKE_CURRENT_LIST_DIR})
+    target_link_libraries(clipcap_qwen2_5_vl PUBLIC clipcap_qwen2_5_vl_layout clipcap_engine_core)
+endif()

@@ -1,0 +1,30 @@
+// qwen_weights.h: the named weight tensors a Qwen2.5-VL model binds (qwen_model_create's
+// lookup), either loaded from a checkpoint directory or generated from config.json alone.
+#ifndef CLIPCAP_QWEN_WEIGHTS_H
+#define CLIPCAP_QWEN_WEIGHTS_H
+
+#include "qwen2_5_vl.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct backend;
+struct qwen_weights;
+
+// Deterministic random weights for every tensor of the config: matrices and biases uniform
+// with standard deviation 0.02 (transformers' initializer_range), norm weights 1. Stored as
+// f32 for small models and bf16 above 2^28 parameters (a full 7B in f32 would not fit).
+// The same (config, seed) always gives the same values.
+struct qwen_weights *qwen_weights_random(const struct qwen_config *config, struct backend *be,
+                                         uint64_t seed, char *err, size_t err_size);
+
+// Loads the checkpoint tensors of dir (model.safetensors or the sharded index).
+struct qwen_weights *qwen_weights_load(const struct qwen_config *config, struct backend *be,
+                                       const char *dir, char *err, size_t err_size);
+
+// qwen_weight_lookup over a qwen_weights (context).
+struct tensor *qwen_weights_lookup(void *context, const char *name, char *err, size_t err_size);
+
+void qwen_weights_free(struct qwen_weights *weights);
+
+#endif
