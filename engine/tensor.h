@@ -29,7 +29,7 @@ enum tensor_dtype {
     TENSOR_DTYPE_COUNT
 };
 
-#define TENSOR_MAX_DIMS 4
+#define TENSOR_MAX_DIMS 6 // Qwen's patch embedding is a Conv3d weight [1280, 3, 2, 14, 14]
 
 enum tensor_flags {
     TENSOR_FLAG_OWNS_DATA = 1, // data is freed with the tensor (through its backend)
