@@ -6,6 +6,7 @@
  *                whose pipeline loses nothing: no prefix space, no lstrip/rstrip tokens).
  *   --chat       require chat-template cases (the real Qwen tokenizer).
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -113,6 +114,46 @@ static void test_ids_match_reference(void **state)
 static void test_ids_with_special_as_text_match_reference(void **state)
 {
     check_ids(state, "ids_plain", false);
+}
+
+typedef struct thread_job {
+    fixture *f;
+    size_t first; /* threads start at different cases so their cache use interleaves */
+    size_t mismatches;
+} thread_job;
+
+static void *encode_all(void *argument)
+{
+    thread_job *job = argument;
+    json_t *cases = json_object_get(job->f->reference, "cases");
+    size_t total = json_array_size(cases);
+    char err[512];
+    for (size_t k = 0; k < total; k++) {
+        json_t *item = json_array_get(cases, (job->first + k) % total);
+        json_t *text = json_object_get(item, "text");
+        clipcap_token_list ids = {0};
+        if (clipcap_tokenizer_encode(job->f->tokenizer, json_string_value(text),
+                                     json_string_length(text), true, &ids, err, sizeof(err)) != 0 ||
+            !ids_equal(&ids, json_object_get(item, "ids")))
+            job->mismatches++;
+        clipcap_token_list_free(&ids);
+    }
+    return NULL;
+}
+
+/* One tokenizer shared by threads (the BPE cache is the only shared mutable state). */
+static void test_concurrent_encode_matches_reference(void **state)
+{
+    fixture *f = *state;
+    size_t total = json_array_size(json_object_get(f->reference, "cases"));
+    thread_job jobs[3] = {{f, 0, 0}, {f, total / 3, 0}, {f, 2 * total / 3, 0}};
+    pthread_t threads[3];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&threads[i], NULL, encode_all, &jobs[i]), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(pthread_join(threads[i], NULL), 0);
+        assert_int_equal(jobs[i].mismatches, 0);
+    }
 }
 
 /* Decodes the reference ids both ways and, with --roundtrip, checks decode(encode(x)) == x. */
@@ -265,6 +306,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ids_match_reference),
         cmocka_unit_test(test_ids_with_special_as_text_match_reference),
+        cmocka_unit_test(test_concurrent_encode_matches_reference),
         cmocka_unit_test(test_decode_matches_reference),
         cmocka_unit_test(test_decode_partial_matches_reference),
         cmocka_unit_test(test_id_of_matches_reference),
