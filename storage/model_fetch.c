@@ -425,6 +425,8 @@ static int hashes_update(struct hashes *hashes, const struct remote_file *file, 
 
 struct download {
     struct fetch_context *context;
+    long status;       // of the response being received, from its status line
+    bool body_started; // a body byte of that response has arrived
     const struct remote_file *file;
     struct hashes *hashes;
     int fd;
@@ -437,12 +439,25 @@ struct download {
     size_t error_body_size;
 };
 
+// Tracks the status of each response (redirects included): CURLINFO_RESPONSE_CODE can still
+// name the redirect while the first body bytes of its target arrive.
+static size_t on_download_header(char *line, size_t one, size_t count, void *user)
+{
+    struct download *download = user;
+    size_t n = one * count;
+    if (n > 5 && strncmp(line, "HTTP/", 5) == 0) {
+        const char *space = memchr(line, ' ', n);
+        download->status = space ? strtol(space + 1, NULL, 10) : 0;
+        download->body_started = false;
+    }
+    return n;
+}
+
 static size_t on_download_body(char *chunk, size_t one, size_t count, void *user)
 {
     struct download *download = user;
     size_t n = one * count;
-    long status = 0;
-    curl_easy_getinfo(download->context->curl, CURLINFO_RESPONSE_CODE, &status);
+    long status = download->status;
     if (status != 200 && status != 206) {
         size_t room = ERROR_BODY_MAX - download->error_body_size;
         size_t take = n < room ? n : room;
@@ -451,7 +466,9 @@ static size_t on_download_body(char *chunk, size_t one, size_t count, void *user
         download->error_body[download->error_body_size] = '\0';
         return n;
     }
-    if (status == 200 && download->offset > 0 && !download->restarted) {
+    bool first_chunk = !download->body_started;
+    download->body_started = true;
+    if (first_chunk && status == 200 && download->offset > 0) {
         // The whole file came back instead of the range: start the .part over.
         download->restarted = true;
         if (ftruncate(download->fd, 0) != 0 || lseek(download->fd, 0, SEEK_SET) != 0) {
@@ -585,8 +602,9 @@ static bool existing_file_verifies(const char *path, struct remote_file *file,
 }
 
 static int download_file(struct fetch_context *context, const char *sha, struct remote_file *file,
-                         struct hashes *hashes, char *err, size_t err_size)
+                         struct hashes *hashes, bool *reused, char *err, size_t err_size)
 {
+    *reused = false;
     const struct model_fetch_options *options = context->options;
     char final_path[PATH_MAX_BYTES], part_path[PATH_MAX_BYTES + 8];
     snprintf(final_path, sizeof final_path, "%s/%s", options->dir, file->path);
@@ -595,6 +613,7 @@ static int download_file(struct fetch_context *context, const char *sha, struct 
         return -1;
     if (existing_file_verifies(final_path, file, hashes)) {
         context->stats->files_reused++;
+        *reused = true;
         unlink(part_path);
         return 0;
     }
@@ -665,6 +684,9 @@ static int download_file(struct fetch_context *context, const char *sha, struct 
                 curl_easy_setopt(context->curl, CURLOPT_WRITEFUNCTION, on_download_body) !=
                     CURLE_OK ||
                 curl_easy_setopt(context->curl, CURLOPT_WRITEDATA, &download) != CURLE_OK ||
+                curl_easy_setopt(context->curl, CURLOPT_HEADERFUNCTION, on_download_header) !=
+                    CURLE_OK ||
+                curl_easy_setopt(context->curl, CURLOPT_HEADERDATA, &download) != CURLE_OK ||
                 (existing > 0 &&
                  curl_easy_setopt(context->curl, CURLOPT_RANGE, range) != CURLE_OK)) {
                 set_error(err, err_size, "%s: could not set up the request", url);
@@ -860,10 +882,11 @@ static int fetch_online(struct fetch_context *context, const struct model_varian
     qsort(files, count, sizeof *files, compare_paths);
     stats->files_total = (int)count;
     for (size_t i = 0; i < count; i++) {
-        if (download_file(context, sha, &files[i], &hashes, err, err_size) != 0)
+        bool reused;
+        if (download_file(context, sha, &files[i], &hashes, &reused, err, err_size) != 0)
             goto done;
         if (options->on_file)
-            options->on_file(options->on_file_user, files[i].path, files[i].size, true);
+            options->on_file(options->on_file_user, files[i].path, files[i].size, !reused);
     }
 
     char fetched_at[32];

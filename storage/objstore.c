@@ -388,8 +388,9 @@ static size_t on_body(char *chunk, size_t one, size_t count, void *user)
 {
     struct transfer *transfer = user;
     size_t n = one * count;
-    long status = 0;
-    curl_easy_getinfo(transfer->fetcher->curl, CURLINFO_RESPONSE_CODE, &status);
+    // The status from the header callback: CURLINFO_RESPONSE_CODE can still name a redirect
+    // while the first body bytes of its target arrive.
+    long status = transfer->status;
     if (status < 200 || status >= 300) {
         // An error document: keep its head for the message, drop the rest.
         size_t room = ERROR_BODY_MAX - transfer->error_body_size;
