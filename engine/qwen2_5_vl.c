@@ -104,6 +104,11 @@ int qwen_config_parse(const char *json_text, size_t size, const char *source,
                        err_size) ||
         json_int_field(root, "vision_end_token_id", 151653, &end_token, source, err, err_size))
         goto fail;
+    // Tied embeddings (Qwen2.5-VL-3B, the tiny fixtures); the 7B has an untied lm_head.
+    const json_t *tie = json_object_get(text, "tie_word_embeddings");
+    if (!tie || json_is_null(tie))
+        tie = json_object_get(root, "tie_word_embeddings");
+    tc->tie_word_embeddings = json_is_true(tie);
     out->video_token_id = video_token;
     out->image_token_id = image_token;
     out->vision_start_token_id = start_token;
@@ -159,6 +164,10 @@ int qwen_config_parse(const char *json_text, size_t size, const char *source,
         check_activation(vision, source, "vision", err, err_size))
         goto fail;
     vc->rms_norm_eps = 1e-6f;
+    vc->rope_theta = 10000.0f;
+    const json_t *vision_rope = json_object_get(vision, "rope_parameters");
+    if (json_is_number(json_object_get(vision_rope, "rope_theta")))
+        vc->rope_theta = (float)json_number_value(json_object_get(vision_rope, "rope_theta"));
     const json_t *full = json_object_get(vision, "fullatt_block_indexes");
     if (full) {
         if (!json_is_array(full) || json_array_size(full) > QWEN_MAX_FULLATT_BLOCKS) {
@@ -185,13 +194,21 @@ int qwen_config_parse(const char *json_text, size_t size, const char *source,
     // What the forward passes rely on.
     if (tc->hidden_size <= 0 || tc->num_layers <= 0 || tc->num_heads <= 0 ||
         tc->num_kv_heads <= 0 || tc->vocab_size <= 0 || tc->intermediate_size <= 0 ||
-        tc->hidden_size % tc->num_heads != 0 || tc->num_heads % tc->num_kv_heads != 0) {
+        tc->num_heads % tc->num_kv_heads != 0) {
         snprintf(err, err_size,
                  "%s: inconsistent text config (hidden %d, heads %d, kv heads %d, layers %d)",
                  source, tc->hidden_size, tc->num_heads, tc->num_kv_heads, tc->num_layers);
         goto fail;
     }
-    tc->head_dim = tc->hidden_size / tc->num_heads;
+    int head_dim = 0;
+    if (json_int_field(text, "head_dim", tc->hidden_size / tc->num_heads, &head_dim, source, err,
+                       err_size))
+        goto fail;
+    tc->head_dim = head_dim;
+    if (head_dim <= 0 || head_dim % 2 != 0 || head_dim > 1024) {
+        snprintf(err, err_size, "%s: head_dim %d must be even and at most 1024", source, head_dim);
+        goto fail;
+    }
     int section_sum = tc->mrope_section[0] + tc->mrope_section[1] + tc->mrope_section[2];
     if (2 * section_sum != tc->head_dim) {
         snprintf(err, err_size, "%s: mrope_section sums to %d, head_dim %d needs %d", source,
@@ -274,6 +291,7 @@ static int build_specs(const struct qwen_config *c, struct tensor_spec *specs)
     int64_t vh = v->hidden_size, vi = v->intermediate_size;
     int64_t merged = vh * v->spatial_merge_size * v->spatial_merge_size;
     int64_t th = t->hidden_size, kv = (int64_t)t->num_kv_heads * t->head_dim;
+    int64_t qw = (int64_t)t->num_heads * t->head_dim;
     int n = 0;
 #define SPEC(fmt, per, dims, d0, d1, where, field)                                                 \
     specs[n++] = (struct tensor_spec){fmt, per, dims, {d0, d1}, offsetof(where, field)}
@@ -314,9 +332,9 @@ static int build_specs(const struct qwen_config *c, struct tensor_spec *specs)
          input_norm);
     SPEC("model.layers.%d.post_attention_layernorm.weight", PER_LAYER, 1, th, 1,
          struct qwen_text_layer, post_attention_norm);
-    SPEC("model.layers.%d.self_attn.q_proj.weight", PER_LAYER, 2, th, th, struct qwen_text_layer,
+    SPEC("model.layers.%d.self_attn.q_proj.weight", PER_LAYER, 2, qw, th, struct qwen_text_layer,
          q_weight);
-    SPEC("model.layers.%d.self_attn.q_proj.bias", PER_LAYER, 1, th, 1, struct qwen_text_layer,
+    SPEC("model.layers.%d.self_attn.q_proj.bias", PER_LAYER, 1, qw, 1, struct qwen_text_layer,
          q_bias);
     SPEC("model.layers.%d.self_attn.k_proj.weight", PER_LAYER, 2, kv, th, struct qwen_text_layer,
          k_weight);
@@ -326,7 +344,7 @@ static int build_specs(const struct qwen_config *c, struct tensor_spec *specs)
          v_weight);
     SPEC("model.layers.%d.self_attn.v_proj.bias", PER_LAYER, 1, kv, 1, struct qwen_text_layer,
          v_bias);
-    SPEC("model.layers.%d.self_attn.o_proj.weight", PER_LAYER, 2, th, th, struct qwen_text_layer,
+    SPEC("model.layers.%d.self_attn.o_proj.weight", PER_LAYER, 2, th, qw, struct qwen_text_layer,
          o_weight);
     SPEC("model.layers.%d.mlp.gate_proj.weight", PER_LAYER, 2, t->intermediate_size, th,
          struct qwen_text_layer, gate_weight);
@@ -335,7 +353,8 @@ static int build_specs(const struct qwen_config *c, struct tensor_spec *specs)
     SPEC("model.layers.%d.mlp.down_proj.weight", PER_LAYER, 2, th, t->intermediate_size,
          struct qwen_text_layer, down_weight);
     SPEC("model.norm.weight", ONCE, 1, th, 1, struct qwen_model, final_norm);
-    SPEC("lm_head.weight", ONCE, 2, t->vocab_size, th, struct qwen_model, lm_head);
+    if (!t->tie_word_embeddings)
+        SPEC("lm_head.weight", ONCE, 2, t->vocab_size, th, struct qwen_model, lm_head);
 #undef SPEC
     return n;
 }
@@ -458,6 +477,8 @@ int qwen_model_create(const struct qwen_config *config, struct backend *backend,
             *(struct tensor **)(base + specs[i].offset) = t;
         }
     }
+    if (config->text.tie_word_embeddings)
+        m->lm_head = m->embed_tokens;
     *out = m;
     return 0;
 fail:
@@ -524,7 +545,7 @@ void qwen_vision_rotary_tables(const struct qwen_vision_config *vision, const in
     int frequencies = rotary_dim / 2;
     float inv[256];
     for (int j = 0; j < frequencies; j++)
-        inv[j] = inverse_frequency(10000.0f, j, rotary_dim);
+        inv[j] = inverse_frequency(vision->rope_theta, j, rotary_dim);
     for (int64_t i = 0; i < count; i++) {
         float *c = cos_out + (size_t)i * head_dim;
         float *s = sin_out + (size_t)i * head_dim;
@@ -864,10 +885,11 @@ int qwen_text_forward(qwen_model *m, const struct qwen_kv_layers *kv,
     }
     struct tensor *x = scratch_2d(&s, TENSOR_F32, tokens, hidden, "hidden");
     struct tensor *normed = scratch_2d(&s, TENSOR_F32, tokens, hidden, "normed");
-    struct tensor *q = scratch_2d(&s, TENSOR_F32, tokens, hidden, "q");
+    int64_t q_width = (int64_t)c->num_heads * head_dim;
+    struct tensor *q = scratch_2d(&s, TENSOR_F32, tokens, q_width, "q");
     struct tensor *k = scratch_2d(&s, TENSOR_F32, tokens, kv_width, "k");
     struct tensor *val = scratch_2d(&s, TENSOR_F32, tokens, kv_width, "v");
-    struct tensor *attn = scratch_2d(&s, TENSOR_F32, tokens, hidden, "attention");
+    struct tensor *attn = scratch_2d(&s, TENSOR_F32, tokens, q_width, "attention");
     struct tensor *proj = scratch_2d(&s, TENSOR_F32, tokens, hidden, "projected");
     struct tensor *gate = scratch_2d(&s, TENSOR_F32, tokens, c->intermediate_size, "gate");
     struct tensor *up = scratch_2d(&s, TENSOR_F32, tokens, c->intermediate_size, "up");

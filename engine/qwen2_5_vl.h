@@ -33,6 +33,7 @@ struct qwen_vision_config {
     int fullatt_block_count;
     float tokens_per_second;
     float rms_norm_eps; // 1e-6 (fixed in transformers' vision blocks)
+    float rope_theta;   // 2-D rotary base, 10000 unless vision_config.rope_parameters says
 };
 
 struct qwen_text_config {
@@ -46,6 +47,7 @@ struct qwen_text_config {
     float rms_norm_eps;
     float rope_theta;
     int mrope_section[3];
+    int tie_word_embeddings; // lm_head shares embed_tokens (no lm_head.weight in the file)
 };
 
 struct qwen_config {
