@@ -6,7 +6,8 @@ Serves one repository (the id of the qwen2.5 variant) at one commit whose sha st
 pinned short revision, speaking the endpoints clipcap uses:
   GET /api/models/{id}/revision/{rev}          -> {"id", "sha"}
   GET /api/models/{id}/tree/{sha}?recursive=1  -> entries, 3 per page, Link: rel="next"
-  GET /{id}/resolve/{sha}/{path}               -> the file (LFS files: 302 to /cdn/<sha256>),
+  GET /{id}/resolve/{sha}/{path}               -> the file (LFS files: 302 to
+                                                  http://localhost:<port>/cdn/<sha256>),
                                                   HTTP Range "bytes=N-" answered with 206
 Test controls (JSON):
   POST /_control {"drop": {"path": P, "times": K}, "corrupt": P, "require_token": T}
@@ -170,7 +171,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if file_path in LFS:
                 # Like the Hub: LFS content comes from a CDN URL.
                 digest = hashlib.sha256(FILES[file_path]).hexdigest()
-                location = f"/cdn/{digest}?file={urllib.parse.quote(file_path)}"
+                # On another host name, as the Hub's CDN is: the client must not send the
+                # token there (the test checks the log's "authorized").
+                port = self.server.server_address[1]
+                location = (f"http://localhost:{port}/cdn/{digest}"
+                            f"?file={urllib.parse.quote(file_path)}")
                 self._reply(302, b"", extra=[("Location", location)])
                 return
             self._serve_file(file_path)

@@ -22,6 +22,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *env(const char *name)
@@ -434,10 +435,30 @@ static void model_fetch_needs_token_when_server_does(void **state)
     assert_int_equal(model_fetch(&options, NULL, wrong_err, sizeof wrong_err), -1);
     assert_null(strstr(wrong_err, "hf_wrong")); // the token never reaches a message
     options.token = NULL;
+    fixture_control("/_reset", "{}");
+    fixture_control("/_control", "{\"require_token\": \"hf_clipcapTestToken\"}");
     if (model_fetch(&options, NULL, err, sizeof err) != 0)
         fail_msg("%s", err);
     unsetenv("HF_TOKEN");
     assert_complete(dir);
+    // The token went to the hub, never to the CDN host the LFS files were redirected to.
+    log = fixture_log();
+    int to_hub = 0, to_cdn = 0, cdn_with_token = 0;
+    size_t index;
+    json_t *entry;
+    json_array_foreach(log, index, entry)
+    {
+        bool cdn = strncmp(json_string_value(json_object_get(entry, "path")), "/cdn/", 5) == 0;
+        bool authorized = json_is_true(json_object_get(entry, "authorized"));
+        to_cdn += cdn;
+        to_hub += !cdn && authorized;
+        cdn_with_token += cdn && authorized;
+    }
+    int total = (int)json_array_size(log);
+    json_decref(log);
+    assert_int_equal(to_cdn, 2);
+    assert_int_equal(cdn_with_token, 0);
+    assert_int_equal(to_hub, total - to_cdn); // every hub request carried the token
     remove_tree(dir);
     free(dir);
 }
@@ -556,6 +577,50 @@ static void model_fetch_lock_excludes_a_second_process(void **state)
     free(dir);
 }
 
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+// Without --no-wait a second fetch waits for the first to finish instead of failing.
+static void model_fetch_lock_waits_for_the_holder(void **state)
+{
+    (void)state;
+    char *dir = make_dir();
+    int from_child[2];
+    assert_int_equal(pipe(from_child), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        char path[1024], byte = 1;
+        snprintf(path, sizeof path, "%s/%s", dir, MODEL_FETCH_LOCK_FILENAME);
+        int fd = open(path, O_RDWR | O_CREAT, 0644);
+        if (fd < 0 || flock(fd, LOCK_EX) != 0 || write(from_child[1], &byte, 1) != 1)
+            _exit(1);
+        usleep(400 * 1000);
+        _exit(0); // the lock goes with the process
+    }
+    char byte;
+    assert_int_equal(read(from_child[0], &byte, 1), 1);
+    struct model_fetch_options options;
+    test_options(&options, dir);
+    char err[2048];
+    double start = now_seconds();
+    if (model_fetch(&options, NULL, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_true(now_seconds() - start >= 0.3);
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_complete(dir);
+    close(from_child[0]);
+    close(from_child[1]);
+    remove_tree(dir);
+    free(dir);
+}
+
 static void model_fetch_bad_requests(void **state)
 {
     (void)state;
@@ -621,6 +686,7 @@ int main(void)
         cmocka_unit_test_setup(model_fetch_needs_token_when_server_does, setup),
         cmocka_unit_test_setup(model_fetch_offline, setup),
         cmocka_unit_test_setup(model_fetch_lock_excludes_a_second_process, setup),
+        cmocka_unit_test_setup(model_fetch_lock_waits_for_the_holder, setup),
         cmocka_unit_test_setup(model_fetch_bad_requests, setup),
         cmocka_unit_test_setup(model_cmd_fetch_and_offline, setup),
     };
