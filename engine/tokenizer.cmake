@@ -8,6 +8,9 @@ if(NOT TARGET clipcap_tokenizer)
                       libutf8proc)
     add_library(clipcap_tokenizer STATIC
         ${CMAKE_CURRENT_LIST_DIR}/tokenizer.c
+        ${CMAKE_CURRENT_LIST_DIR}/tokenizer_encode.c
+        ${CMAKE_CURRENT_LIST_DIR}/tokenizer_tables.c
+        ${CMAKE_CURRENT_LIST_DIR}/tokenizer_utf8.c
         ${CMAKE_CURRENT_LIST_DIR}/chat_template.c)
     target_include_directories(clipcap_tokenizer PUBLIC ${CMAKE_CURRENT_LIST_DIR})
     target_link_libraries(clipcap_tokenizer PUBLIC PkgConfig::CLIPCAP_TOKENIZER_DEPS
