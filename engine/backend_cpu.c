@@ -85,19 +85,41 @@ static const float *row_f32(const struct tensor *t, int64_t row, int64_t cols, i
     return scratch;
 }
 
-// A dot product with 8 independent partial sums: the compiler can keep them in one vector
-// register (no reassociation needed), and the result does not depend on the thread count.
-static inline float dot_f32(const float *a, const float *b, int64_t n)
+// The matmul and attention inner loops keep 8 partial sums in one 8-lane vector (GCC vector
+// extension, lowered to whatever the target has); the summation order is written out, so
+// the result does not depend on the thread count. Hot functions are built twice (x86-64-v3:
+// AVX2+FMA, and baseline x86-64) and picked at load time; only fused multiply-adds round
+// differently between the two.
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define HOT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define HOT_CLONES
+#endif
+
+typedef float float8 __attribute__((vector_size(32)));
+
+static inline float8 load8(const float *p)
 {
-    float acc[8] = {0};
+    float8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline float sum8(float8 v)
+{
+    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
+
+HOT_CLONES static float dot_f32(const float *a, const float *b, int64_t n)
+{
+    float8 acc = {0};
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
-            acc[j] += a[i + j] * b[i + j];
-    float tail = 0;
+        acc += load8(a + i) * load8(b + i);
+    float sum = sum8(acc);
     for (; i < n; i++)
-        tail += a[i] * b[i];
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
+        sum += a[i] * b[i];
+    return sum;
 }
 
 // Row-parallel loops: ops that treat each row on its own run in chunks of rows on the pool.
@@ -159,7 +181,94 @@ static int run_rows(struct backend *be, int64_t rows, int64_t cost_per_row, int6
 
 #define MATMUL_ROWS  64
 #define MATMUL_COLS  16
-#define MATMUL_DEPTH 1024
+#define MATMUL_DEPTH 512
+// The register block: MICRO_ROWS rows of x against MICRO_COLS rows of w at a time, each pair
+// with its own 8-lane partial sums, so every loaded x and w value feeds several multiply-adds.
+#define MICRO_ROWS 4
+#define MICRO_COLS 2
+
+// acc[a][b] += dot(x[a], w[b]) over depth elements.
+HOT_CLONES
+static void matmul_micro(const float *const *x, const float *const *w, int64_t depth,
+                         float acc[MICRO_ROWS][MICRO_COLS])
+{
+    const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3], *w0 = w[0], *w1 = w[1];
+    float8 a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0}, a20 = {0}, a21 = {0}, a30 = {0}, a31 = {0};
+    int64_t k = 0;
+    for (; k + 8 <= depth; k += 8) {
+        float8 v0 = load8(w0 + k), v1 = load8(w1 + k), u;
+        u = load8(x0 + k), a00 += u * v0, a01 += u * v1;
+        u = load8(x1 + k), a10 += u * v0, a11 += u * v1;
+        u = load8(x2 + k), a20 += u * v0, a21 += u * v1;
+        u = load8(x3 + k), a30 += u * v0, a31 += u * v1;
+    }
+    float s[MICRO_ROWS][MICRO_COLS] = {{sum8(a00), sum8(a01)},
+                                       {sum8(a10), sum8(a11)},
+                                       {sum8(a20), sum8(a21)},
+                                       {sum8(a30), sum8(a31)}};
+    for (int a = 0; a < MICRO_ROWS; a++)
+        for (int b = 0; b < MICRO_COLS; b++) {
+            for (int64_t kk = k; kk < depth; kk++)
+                s[a][b] += x[a][kk] * w[b][kk];
+            acc[a][b] += s[a][b];
+        }
+}
+
+// The same for one row of x against four rows of w (the rows left over below MICRO_ROWS, and
+// all of decode, where x has one row per sequence).
+HOT_CLONES
+static void matmul_micro_row(const float *x, const float *const *w, int64_t depth, float acc[4])
+{
+    const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+    float8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    int64_t k = 0;
+    for (; k + 8 <= depth; k += 8) {
+        float8 u = load8(x + k);
+        a0 += u * load8(w0 + k), a1 += u * load8(w1 + k);
+        a2 += u * load8(w2 + k), a3 += u * load8(w3 + k);
+    }
+    float s[4] = {sum8(a0), sum8(a1), sum8(a2), sum8(a3)};
+    for (int b = 0; b < 4; b++) {
+        for (int64_t kk = k; kk < depth; kk++)
+            s[b] += x[kk] * w[b][kk];
+        acc[b] += s[b];
+    }
+}
+
+// One row of x against four bf16 rows of w read directly (no conversion pass): the decode path,
+// where each weight is used once per step and memory traffic is what counts.
+typedef uint16_t bf16x8 __attribute__((vector_size(16)));
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
+
+static inline float8 load8_bf16(const uint16_t *p)
+{
+    bf16x8 h;
+    memcpy(&h, p, sizeof h);
+    u32x8 wide = __builtin_convertvector(h, u32x8) << 16;
+    float8 v;
+    memcpy(&v, &wide, sizeof v);
+    return v;
+}
+
+HOT_CLONES
+static void matmul_micro_row_bf16(const float *x, const uint16_t *const *w, int64_t depth,
+                                  float acc[4])
+{
+    const uint16_t *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+    float8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    int64_t k = 0;
+    for (; k + 8 <= depth; k += 8) {
+        float8 u = load8(x + k);
+        a0 += u * load8_bf16(w0 + k), a1 += u * load8_bf16(w1 + k);
+        a2 += u * load8_bf16(w2 + k), a3 += u * load8_bf16(w3 + k);
+    }
+    float s[4] = {sum8(a0), sum8(a1), sum8(a2), sum8(a3)};
+    for (int b = 0; b < 4; b++) {
+        for (int64_t kk = k; kk < depth; kk++)
+            s[b] += x[kk] * bf16_to_f32(w[b][kk]);
+        acc[b] += s[b];
+    }
+}
 
 struct matmul_job {
     struct tensor *out;
@@ -179,31 +288,60 @@ static void matmul_tile(void *arg, int64_t task, int worker)
     int64_t cols = job->n - col0 < MATMUL_COLS ? job->n - col0 : MATMUL_COLS;
     float *scratch = job->scratch + worker * job->scratch_floats;
     float *w_chunk = scratch;                              // MATMUL_COLS * MATMUL_DEPTH
-    float *x_chunk = w_chunk + MATMUL_COLS * MATMUL_DEPTH; // MATMUL_DEPTH
-    float *acc = x_chunk + MATMUL_DEPTH;                   // MATMUL_ROWS * MATMUL_COLS
-    memset(acc, 0, sizeof(float) * MATMUL_ROWS * MATMUL_COLS);
+    float *x_chunk = w_chunk + MATMUL_COLS * MATMUL_DEPTH; // MATMUL_ROWS * MATMUL_DEPTH
+    float acc[MATMUL_ROWS / MICRO_ROWS][MATMUL_COLS / MICRO_COLS][MICRO_ROWS][MICRO_COLS];
+    memset(acc, 0, sizeof acc);
 
     for (int64_t k0 = 0; k0 < job->k; k0 += MATMUL_DEPTH) {
         int64_t depth = job->k - k0 < MATMUL_DEPTH ? job->k - k0 : MATMUL_DEPTH;
-        const float *w_rows[MATMUL_COLS];
-        for (int64_t j = 0; j < cols; j++)
-            w_rows[j] = row_f32(job->w, col0 + j, job->k, k0, depth, w_chunk + j * MATMUL_DEPTH);
-        for (int64_t i = 0; i < rows; i++) {
-            const float *x_row = row_f32(job->x, row0 + i, job->k, k0, depth, x_chunk);
-            float *acc_row = acc + i * MATMUL_COLS;
-            for (int64_t j = 0; j < cols; j++)
-                acc_row[j] += dot_f32(x_row, w_rows[j], depth);
+        const float *w_rows[MATMUL_COLS], *x_rows[MATMUL_ROWS];
+        if (rows < MICRO_ROWS && job->w->dtype == TENSOR_BF16) {
+            const uint16_t *w_bf16[MATMUL_COLS];
+            for (int64_t j = 0; j < MATMUL_COLS; j++)
+                w_bf16[j] = (const uint16_t *)job->w->data +
+                            (col0 + (j < cols ? j : cols - 1)) * job->k + k0;
+            for (int64_t i = 0; i < rows; i++) {
+                const float *x_row =
+                    row_f32(job->x, row0 + i, job->k, k0, depth, x_chunk + i * MATMUL_DEPTH);
+                for (int64_t j = 0; j < cols; j += 4) {
+                    float sums[4] = {0};
+                    matmul_micro_row_bf16(x_row, w_bf16 + j, depth, sums);
+                    for (int b = 0; b < 4 && j + b < cols; b++)
+                        acc[0][(j + b) / MICRO_COLS][i][(j + b) % MICRO_COLS] += sums[b];
+                }
+            }
+            continue;
         }
+        // Rows past the edge of the matrix repeat the last real one: the micro kernel then
+        // computes a few unused sums instead of needing edge variants.
+        for (int64_t j = 0; j < MATMUL_COLS; j++)
+            w_rows[j] =
+                j < cols ? row_f32(job->w, col0 + j, job->k, k0, depth, w_chunk + j * MATMUL_DEPTH)
+                         : w_rows[cols - 1];
+        for (int64_t i = 0; i < MATMUL_ROWS; i++)
+            x_rows[i] =
+                i < rows ? row_f32(job->x, row0 + i, job->k, k0, depth, x_chunk + i * MATMUL_DEPTH)
+                         : x_rows[rows - 1];
+        int64_t i = 0;
+        for (; i + MICRO_ROWS <= rows; i += MICRO_ROWS)
+            for (int64_t j = 0; j < cols; j += MICRO_COLS)
+                matmul_micro(x_rows + i, w_rows + j, depth, acc[i / MICRO_ROWS][j / MICRO_COLS]);
+        for (; i < rows; i++)
+            for (int64_t j = 0; j < cols; j += 4) {
+                float sums[4] = {0};
+                matmul_micro_row(x_rows[i], w_rows + j, depth, sums);
+                for (int b = 0; b < 4 && j + b < cols; b++)
+                    acc[i / MICRO_ROWS][(j + b) / MICRO_COLS][i % MICRO_ROWS]
+                       [(j + b) % MICRO_COLS] += sums[b];
+            }
     }
-    float bias[MATMUL_COLS] = {0};
+    float bias[MATMUL_COLS] = {0}, row[MATMUL_COLS];
     if (job->bias)
         tensor_load_f32(bias, job->bias->data, job->bias->dtype, col0, cols);
     for (int64_t i = 0; i < rows; i++) {
-        float *acc_row = acc + i * MATMUL_COLS;
         for (int64_t j = 0; j < cols; j++)
-            acc_row[j] += bias[j];
-        tensor_store_f32(job->out->data, job->out->dtype, (row0 + i) * job->n + col0, acc_row,
-                         cols);
+            row[j] = acc[i / MICRO_ROWS][j / MICRO_COLS][i % MICRO_ROWS][j % MICRO_COLS] + bias[j];
+        tensor_store_f32(job->out->data, job->out->dtype, (row0 + i) * job->n + col0, row, cols);
     }
 }
 
@@ -218,7 +356,7 @@ static int cpu_matmul(struct backend *be, struct tensor *out, const struct tenso
         return 0;
     job.col_tiles = (job.n + MATMUL_COLS - 1) / MATMUL_COLS;
     int64_t row_tiles = (job.m + MATMUL_ROWS - 1) / MATMUL_ROWS;
-    job.scratch_floats = MATMUL_COLS * MATMUL_DEPTH + MATMUL_DEPTH + MATMUL_ROWS * MATMUL_COLS;
+    job.scratch_floats = (MATMUL_COLS + MATMUL_ROWS) * MATMUL_DEPTH;
     struct cpu_context *c = cpu(be);
     job.scratch = malloc(sizeof(float) * (size_t)(job.scratch_floats * c->threads));
     if (!job.scratch)
