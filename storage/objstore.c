@@ -114,6 +114,11 @@ static char *config_or_env(const char *value, const char *env1, const char *env2
 objstore_fetcher *objstore_fetcher_create(const struct objstore_config *config, char *err,
                                           size_t err_size)
 {
+    struct objstore_config defaults;
+    if (!config) {
+        objstore_config_defaults(&defaults);
+        config = &defaults;
+    }
     objstore_fetcher *fetcher = calloc(1, sizeof *fetcher);
     if (!fetcher) {
         set_error(err, err_size, "objstore: out of memory");

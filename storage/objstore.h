@@ -54,6 +54,7 @@ struct objstore_config {
 void objstore_config_defaults(struct objstore_config *config);
 
 // Copies what it needs from config (and the environment); config may be freed afterwards.
+// NULL config: objstore_config_defaults.
 objstore_fetcher *objstore_fetcher_create(const struct objstore_config *config, char *err,
                                           size_t err_size);
 void objstore_fetcher_destroy(objstore_fetcher *fetcher);
