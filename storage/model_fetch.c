@@ -439,8 +439,8 @@ struct download {
     size_t error_body_size;
 };
 
-// Tracks the status of each response (redirects included): CURLINFO_RESPONSE_CODE can still
-// name the redirect while the first body bytes of its target arrive.
+// Tracks the status line of each response (a redirect and its target are two), so the body
+// callback knows which response a chunk belongs to and which chunk is its first.
 static size_t on_download_header(char *line, size_t one, size_t count, void *user)
 {
     struct download *download = user;

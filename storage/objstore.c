@@ -393,8 +393,8 @@ static size_t on_body(char *chunk, size_t one, size_t count, void *user)
 {
     struct transfer *transfer = user;
     size_t n = one * count;
-    // The status from the header callback: CURLINFO_RESPONSE_CODE can still name a redirect
-    // while the first body bytes of its target arrive.
+    // The status line of the response this body belongs to (a redirect's body included),
+    // parsed in on_header.
     long status = transfer->status;
     if (status < 200 || status >= 300) {
         // An error document: keep its head for the message, drop the rest.
