@@ -435,7 +435,7 @@ static size_t on_body(char *chunk, size_t one, size_t count, void *user)
 }
 
 // Refuses a declared Content-Length over the cap as soon as the header arrives, before any
-// body byte is read (this libcurl's CURLOPT_MAXFILESIZE does not stop every such transfer).
+// body byte is read, whatever libcurl's own CURLOPT_MAXFILESIZE check (also set) does.
 static size_t on_header(char *line, size_t one, size_t count, void *user)
 {
     struct transfer *transfer = user;
