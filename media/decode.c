@@ -357,6 +357,7 @@ static enum media_error decode_frames(decode_state *state, const uint8_t *data, 
 
     bool skip_nonref = sampling->skip_nonref_frames && state->by_timestamp &&
                        codec_can_skip_nonref(parameters->codec_id);
+    int nal_length_size = h264_nal_length_size(parameters->extradata, parameters->extradata_size);
     int64_t counted_frames = 0;
     enum media_error error = MEDIA_OK;
     AVPacket *packet = state->packet;
@@ -374,15 +375,26 @@ static enum media_error decode_frames(decode_state *state, const uint8_t *data, 
             int64_t timestamp = packet->pts != AV_NOPTS_VALUE ? packet->pts : packet->dts;
             int64_t index = find_sorted(state->timestamps, state->frame_count, timestamp);
             bool wanted = index < 0 || needed_slot(state, index) >= 0;
-            bool skip = !wanted && !(packet->flags & AV_PKT_FLAG_KEY);
+            bool skip =
+                !wanted && !(packet->flags & AV_PKT_FLAG_KEY) &&
+                h264_packet_is_reference(packet->data, (size_t)packet->size, nal_length_size) == 0;
             state->decoder->skip_frame = skip ? AVDISCARD_NONREF : AVDISCARD_DEFAULT;
             if (skip)
                 clip->packets_skipped_nonref++;
         }
         status = avcodec_send_packet(state->decoder, packet);
+        if (status == AVERROR(EAGAIN)) {
+            // The decoder wants its output taken first; then it accepts the packet.
+            error = receive_frames(state, clip, &counted_frames, err, err_size);
+            if (error != MEDIA_OK) {
+                av_packet_unref(packet);
+                return error;
+            }
+            status = avcodec_send_packet(state->decoder, packet);
+        }
         av_packet_unref(packet);
         clip->packets_sent++;
-        if (status < 0 && status != AVERROR(EAGAIN) && is_out_of_memory(status))
+        if (is_out_of_memory(status))
             return fail(MEDIA_ERR_OUT_OF_MEMORY, err, err_size, "decoding");
         // Other send errors are corrupt packets; carry on, missing frames are caught below.
         error = receive_frames(state, clip, &counted_frames, err, err_size);

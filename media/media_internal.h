@@ -39,4 +39,11 @@ int frame_converter_write_rgb(frame_converter *converter, const AVFrame *frame,
 // is none or it is not a multiple of 90 degrees.
 int stream_rotation_degrees(const AVStream *stream);
 
+// ---- h264_reference.c ----------------------------------------------------------------------
+// 1 if the H.264 packet's picture is a reference picture, 0 if not, -1 if unknown.
+// nal_length_size: 1-4 for AVCC packets (from h264_nal_length_size), 0 for Annex B.
+int h264_packet_is_reference(const uint8_t *data, size_t size, int nal_length_size);
+// NAL length size of AVCC extradata (avcC box), or 0 for Annex B.
+int h264_nal_length_size(const uint8_t *extradata, int extradata_size);
+
 #endif
