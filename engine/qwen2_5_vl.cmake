@@ -17,3 +17,15 @@ if(NOT TARGET clipcap_qwen2_5_vl AND TARGET clipcap_engine_core)
     target_include_directories(clipcap_qwen2_5_vl PUBLIC ${CMAKE_CURRENT_LIST_DIR})
     target_link_libraries(clipcap_qwen2_5_vl PUBLIC clipcap_qwen2_5_vl_layout clipcap_engine_core)
 endif()
+
+# The provenance reader (storage/model_manifest.c: libc + jansson) compiled for the engine, so
+# engine.c can read clipcap-manifest.json on a build without the daemon's libraries.
+if(NOT TARGET clipcap_engine_manifest)
+    find_package(PkgConfig REQUIRED)
+    pkg_check_modules(CLIPCAP_MANIFEST_DEPS REQUIRED IMPORTED_TARGET jansson)
+    add_library(clipcap_engine_manifest STATIC
+        ${CMAKE_CURRENT_LIST_DIR}/../storage/model_manifest.c)
+    target_include_directories(clipcap_engine_manifest PUBLIC
+                               ${CMAKE_CURRENT_LIST_DIR}/../storage)
+    target_link_libraries(clipcap_engine_manifest PUBLIC PkgConfig::CLIPCAP_MANIFEST_DEPS)
+endif()

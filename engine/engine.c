@@ -1,0 +1,946 @@
+// engine.c: the engine.h API over the CPU backend, with Qwen2.5-VL (engine/qwen2_5_vl.h).
+//
+// Life of a request: engine_submit preprocesses the frames into patch rows and tokenizes the
+// stage-1 prompt; a step admits at most one prefill (vision tower + prompt) when the KV pool
+// can hold the whole request, and decodes one token for every request already decoding, all
+// in one batched LLM call. When stage 1 ends and a stage-2 prompt was given, stage 2 reuses
+// the KV blocks of the shared prefix (system prompt + video, identical tokens and positions)
+// and prefills only the rest. See docs/engine-qwen2_5_vl.md.
+#include "engine.h"
+
+#include "chat_template.h"
+#include "kv_cache.h"
+#include "model_manifest.h"
+#include "ops.h"
+#include "preprocess_qwen.h"
+#include "qwen2_5_vl.h"
+#include "qwen_weights.h"
+#include "sampler.h"
+#include "tensor.h"
+#include "tokenizer.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifndef CLIPCAP_VERSION
+#define CLIPCAP_VERSION "unknown"
+#endif
+
+#define ENGINE_BLOCK_SIZE             16
+#define ENGINE_DEFAULT_BUDGET         ((size_t)2 << 30) // KV pool on the CPU backend
+#define ENGINE_DEFAULT_MAX_REQUESTS   8
+#define ENGINE_STAGE2_TEMPLATE_TOKENS 16 // <|im_end|>\n<|im_start|>assistant\n and margin
+#define ENGINE_MAX_FRAME_PIXELS       ((int64_t)1 << 26)
+#define QWEN_MAX_LAYERS               256
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static char *copy_string(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *copy = malloc(n);
+    if (copy)
+        memcpy(copy, s, n);
+    return copy;
+}
+
+// KV blocks: engine/kv_cache.h. A request is admitted only when the pool can hold its
+// worst case (peak_blocks) on top of what admitted requests may still take, so an admitted
+// request never waits for memory and never deadlocks against another.
+
+static int blocks_for(int tokens, int block_size)
+{
+    return (tokens + block_size - 1) / block_size;
+}
+
+// Requests -----------------------------------------------------------------------------------
+
+enum request_phase {
+    PHASE_PREFILL = 0, // waiting for (or in) its prefill
+    PHASE_DECODE,
+    PHASE_DONE,
+};
+
+// One stage's tokens in the cache.
+struct sequence {
+    int32_t *tokens; // prompt then generated
+    int count;
+    int capacity;
+    int prompt_len;
+    int32_t *positions; // 3 * prompt_len
+    int64_t rope_delta;
+    int cached; // tokens whose keys/values are in the cache
+    int kv;     // kv_cache sequence id, -1 when none
+};
+
+struct request {
+    struct request *next;
+    uint64_t caller_token;
+    enum request_phase phase;
+    int stage; // 1 or 2
+    float *pixel_rows;
+    struct qwen_grid grid;
+    float second_per_grid;
+    char *stage2_prompt_text;
+    struct engine_sampling sampling;
+    sampler *sampler;
+    struct sequence seq;
+    int video_start; // index of the first <|video_pad|>
+    int video_tokens;
+    int prefix_len;        // tokens through <|vision_end|>: shared by both stages
+    struct tensor *vision; // [video_tokens, hidden] until the stage-1 prefill is done
+    int peak_blocks;       // the most KV blocks the request holds at any time (worst case)
+    int admitted;
+    int generated;
+    double submitted_at, first_work_at, stage_started_at, prefill_done_at;
+    struct engine_result result;
+};
+
+struct engine {
+    struct engine_options options;
+    char *model_dir;
+    struct engine_model_info info;
+    char *info_strings[4];
+    struct backend *backend;
+    struct qwen_config config;
+    struct qwen_weights *weights;
+    qwen_model *model;
+    clipcap_tokenizer *tokenizer;
+    struct sampler_settings stop; // only the stop tokens are used
+    struct kv_cache *kv;
+    int max_requests;
+    int in_flight;
+    struct request *active; // submission order
+    struct request *finished;
+    float *logits; // [max_requests, vocab]
+};
+
+static void sequence_free(struct sequence *s)
+{
+    free(s->tokens);
+    free(s->positions);
+    memset(s, 0, sizeof(*s));
+    s->kv = -1;
+}
+
+static void request_free(struct engine *e, struct request *r)
+{
+    if (!r)
+        return;
+    if (r->seq.kv >= 0 && e && e->kv)
+        kv_cache_sequence_free(e->kv, r->seq.kv);
+    free(r->pixel_rows);
+    free(r->stage2_prompt_text);
+    sampler_destroy(r->sampler);
+    sequence_free(&r->seq);
+    tensor_free(r->vision);
+    engine_result_free(&r->result);
+    free(r);
+}
+
+void engine_result_free(struct engine_result *result)
+{
+    if (!result)
+        return;
+    free(result->stage1.text);
+    free(result->stage2.text);
+    result->stage1.text = NULL;
+    result->stage2.text = NULL;
+}
+
+// Opening ------------------------------------------------------------------------------------
+
+static char *read_text_file(const char *dir, const char *name, size_t *size, char *err,
+                            size_t err_size)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, err_size, "cannot open %s", path);
+        return NULL;
+    }
+    char *text = NULL;
+    if (fseek(f, 0, SEEK_END) != 0)
+        goto fail;
+    long length = ftell(f);
+    if (length < 0 || length > (64L << 20) || fseek(f, 0, SEEK_SET) != 0)
+        goto fail;
+    text = malloc((size_t)length + 1);
+    if (!text || fread(text, 1, (size_t)length, f) != (size_t)length)
+        goto fail;
+    text[length] = '\0';
+    fclose(f);
+    *size = (size_t)length;
+    return text;
+fail:
+    snprintf(err, err_size, "cannot read %s (missing, too large or unreadable)", path);
+    free(text);
+    fclose(f);
+    return NULL;
+}
+
+// Stop tokens: generation_config.json's eos_token_id (a number or a list); the Qwen defaults
+// <|im_end|> and <|endoftext|> when the file is absent.
+static int read_stop_tokens(struct engine *e, char *err, size_t err_size)
+{
+    struct sampler_settings *st = &e->stop;
+    st->stop_token_count = 0;
+    size_t size;
+    char ignored[256];
+    char *text =
+        read_text_file(e->model_dir, "generation_config.json", &size, ignored, sizeof(ignored));
+    if (text) {
+        json_error_t json_error;
+        json_t *root = json_loadb(text, size, 0, &json_error);
+        free(text);
+        if (!root) {
+            snprintf(err, err_size, "%s/generation_config.json: %s (line %d)", e->model_dir,
+                     json_error.text, json_error.line);
+            return -1;
+        }
+        json_t *eos = json_object_get(root, "eos_token_id");
+        if (json_is_integer(eos)) {
+            st->stop_tokens[st->stop_token_count++] = (int32_t)json_integer_value(eos);
+        } else if (json_is_array(eos)) {
+            size_t i;
+            json_t *v;
+            json_array_foreach(eos, i, v)
+            {
+                if (json_is_integer(v) && st->stop_token_count < SAMPLER_MAX_STOP_TOKENS)
+                    st->stop_tokens[st->stop_token_count++] = (int32_t)json_integer_value(v);
+            }
+        }
+        json_decref(root);
+    }
+    if (st->stop_token_count == 0) {
+        st->stop_tokens[0] = 151645; // <|im_end|>
+        st->stop_tokens[1] = 151643; // <|endoftext|>
+        st->stop_token_count = 2;
+    }
+    return 0;
+}
+
+static int set_info(struct engine *e, const char *hf_model_id, const char *revision,
+                    const char *weights_sha256)
+{
+    const char *values[4] = {e->options.variant ? e->options.variant : "qwen2.5", hf_model_id,
+                             revision, weights_sha256};
+    for (int i = 0; i < 4; i++) {
+        e->info_strings[i] = copy_string(values[i] ? values[i] : "");
+        if (!e->info_strings[i])
+            return -1;
+    }
+    e->info.variant = e->info_strings[0];
+    e->info.hf_model_id = e->info_strings[1];
+    e->info.revision = e->info_strings[2];
+    e->info.weights_sha256 = e->info_strings[3];
+    e->info.engine_version = CLIPCAP_VERSION;
+    e->info.backend = backend_name(e->backend);
+    return 0;
+}
+
+static int read_provenance(struct engine *e, char *err, size_t err_size)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", e->model_dir, MODEL_MANIFEST_FILENAME);
+    FILE *probe = fopen(path, "rb");
+    if (probe) {
+        fclose(probe);
+        struct model_manifest manifest;
+        memset(&manifest, 0, sizeof(manifest));
+        if (model_manifest_read(e->model_dir, &manifest, err, err_size))
+            return -1;
+        int rc = set_info(e, manifest.hf_model_id, manifest.revision, manifest.weights_sha256);
+        model_manifest_free(&manifest);
+        if (rc)
+            snprintf(err, err_size, "engine: out of memory");
+        return rc;
+    }
+    // No manifest: a local or random-weight model; say so rather than claim an HF revision.
+    const char *id = e->options.random_weights ? "random-weights" : "local";
+    if (set_info(e, id, "", "")) {
+        snprintf(err, err_size, "engine: out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+int engine_open(const struct engine_options *options, engine **out, char *err, size_t err_size)
+{
+    *out = NULL;
+    if (!options || !options->model_dir) {
+        snprintf(err, err_size, "engine: no model directory given");
+        return -1;
+    }
+    if (options->variant && strncmp(options->variant, "qwen2.5", 7) != 0) {
+        snprintf(err, err_size,
+                 "engine: variant \"%s\" is not built into this engine (only "
+                 "qwen2.5)",
+                 options->variant);
+        return -1;
+    }
+    if (options->backend != ENGINE_BACKEND_CPU) {
+        snprintf(err, err_size, "engine: only the CPU backend is built in");
+        return -1;
+    }
+    struct engine *e = calloc(1, sizeof(*e));
+    char *config_text = NULL;
+    if (!e) {
+        snprintf(err, err_size, "engine: out of memory");
+        return -1;
+    }
+    e->options = *options;
+    e->model_dir = copy_string(options->model_dir);
+    e->options.model_dir = e->model_dir;
+    e->options.variant = NULL;
+    if (!e->model_dir) {
+        snprintf(err, err_size, "engine: out of memory");
+        goto fail;
+    }
+    e->backend = backend_cpu_create(options->threads, err, err_size);
+    if (!e->backend)
+        goto fail;
+    size_t config_size;
+    config_text = read_text_file(e->model_dir, "config.json", &config_size, err, err_size);
+    if (!config_text)
+        goto fail;
+    char source[4200];
+    snprintf(source, sizeof(source), "%s/config.json", e->model_dir);
+    if (qwen_config_parse(config_text, config_size, source, &e->config, err, err_size))
+        goto fail;
+    if (options->random_weights)
+        e->weights =
+            qwen_weights_random(&e->config, e->backend, options->random_seed, err, err_size);
+    else
+        e->weights = qwen_weights_load(&e->config, e->backend, e->model_dir, err, err_size);
+    if (!e->weights)
+        goto fail;
+    if (qwen_model_create(&e->config, e->backend, qwen_weights_lookup, e->weights, &e->model, err,
+                          err_size))
+        goto fail;
+    char tokenizer_path[4200];
+    snprintf(tokenizer_path, sizeof(tokenizer_path), "%s/tokenizer.json", e->model_dir);
+    if (clipcap_tokenizer_load(tokenizer_path, NULL, &e->tokenizer, err, err_size))
+        goto fail;
+    if (read_stop_tokens(e, err, err_size) || read_provenance(e, err, err_size))
+        goto fail;
+    e->max_requests =
+        options->max_batch_requests > 0 ? options->max_batch_requests : ENGINE_DEFAULT_MAX_REQUESTS;
+    if (e->config.text.num_layers > QWEN_MAX_LAYERS) {
+        snprintf(err, err_size, "engine: %d layers (at most %d)", e->config.text.num_layers,
+                 QWEN_MAX_LAYERS);
+        goto fail;
+    }
+    struct kv_cache_config kv_config = {
+        .num_layers = e->config.text.num_layers,
+        .num_kv_heads = e->config.text.num_kv_heads,
+        .head_dim = e->config.text.head_dim,
+        .block_size = ENGINE_BLOCK_SIZE,
+        .dtype = TENSOR_F32, // the CPU backend is the fp32 reference
+        .budget_bytes =
+            options->memory_budget_bytes ? options->memory_budget_bytes : ENGINE_DEFAULT_BUDGET,
+        // stage 2 forks from stage 1: two sequences per request for a moment
+        .max_sequences = 2 * e->max_requests,
+    };
+    e->kv = kv_cache_create(e->backend, &kv_config, err, err_size);
+    if (!e->kv)
+        goto fail;
+    e->logits = malloc((size_t)e->max_requests * e->config.text.vocab_size * sizeof(float));
+    if (!e->logits) {
+        snprintf(err, err_size, "engine: out of memory for logits");
+        goto fail;
+    }
+    free(config_text);
+    *out = e;
+    return 0;
+fail:
+    free(config_text);
+    engine_close(e);
+    return -1;
+}
+
+void engine_close(engine *e)
+{
+    if (!e)
+        return;
+    for (struct request *r = e->active, *next; r; r = next) {
+        next = r->next;
+        request_free(e, r);
+    }
+    for (struct request *r = e->finished, *next; r; r = next) {
+        next = r->next;
+        request_free(e, r);
+    }
+    kv_cache_free(e->kv);
+    qwen_model_destroy(e->model);
+    qwen_weights_free(e->weights);
+    clipcap_tokenizer_free(e->tokenizer);
+    if (e->backend)
+        backend_free(e->backend);
+    for (int i = 0; i < 4; i++)
+        free(e->info_strings[i]);
+    free(e->logits);
+    free(e->model_dir);
+    free(e);
+}
+
+const struct engine_model_info *engine_info(const engine *e)
+{
+    return e ? &e->info : NULL;
+}
+
+// Prompts ------------------------------------------------------------------------------------
+
+// Builds a stage's prompt ids and M-RoPE positions into seq (capacity for max_output more).
+static int build_prompt(struct engine *e, struct request *r, const char *user_text, char *err,
+                        size_t err_size)
+{
+    clipcap_token_list ids = {0};
+    clipcap_chat_prompt prompt = {.system = NULL,
+                                  .user_text = user_text,
+                                  .video_tokens = (size_t)r->video_tokens,
+                                  .allow_special_in_text = false};
+    size_t video_start = 0;
+    int rc = -1;
+    if (clipcap_chat_qwen2_5_vl_encode(e->tokenizer, &prompt, &ids, &video_start, err, err_size))
+        goto done;
+    int max_output = r->sampling.max_output_tokens;
+    if (ids.count > (size_t)1 << 24) {
+        snprintf(err, err_size, "prompt of %zu tokens is too long", ids.count);
+        goto done;
+    }
+    struct sequence *s = &r->seq;
+    sequence_free(s);
+    s->prompt_len = (int)ids.count;
+    s->capacity = s->prompt_len + max_output;
+    s->tokens = malloc((size_t)s->capacity * sizeof(int32_t));
+    s->positions = malloc((size_t)3 * s->prompt_len * sizeof(int32_t));
+    if (!s->tokens || !s->positions) {
+        snprintf(err, err_size, "out of memory for a prompt of %d tokens", s->prompt_len);
+        goto done;
+    }
+    memcpy(s->tokens, ids.ids, ids.count * sizeof(int32_t));
+    s->count = s->prompt_len;
+    r->video_start = (int)video_start;
+    r->prefix_len = r->video_start + r->video_tokens + 1; // through <|vision_end|>
+    if (qwen_rope_index(s->tokens, s->prompt_len, e->config.video_token_id, &r->grid,
+                        &r->second_per_grid, 1, e->config.vision.spatial_merge_size,
+                        e->config.vision.tokens_per_second, s->positions, &s->rope_delta, err,
+                        err_size))
+        goto done;
+    rc = 0;
+done:
+    clipcap_token_list_free(&ids);
+    return rc;
+}
+
+// The most KV blocks a request holds at once: stage 1's prompt and output; at the fork, one
+// more (the copied boundary block); stage 2's prompt (the prefix, the stage-2 text and a
+// caption of at most max_output tokens) and output.
+static int request_peak_blocks(const struct request *r, int stage2_text_tokens)
+{
+    int max_output = r->sampling.max_output_tokens;
+    int stage1 = blocks_for(r->seq.prompt_len + max_output, ENGINE_BLOCK_SIZE);
+    if (!r->stage2_prompt_text)
+        return stage1;
+    int stage2_prompt =
+        r->prefix_len + stage2_text_tokens + max_output + ENGINE_STAGE2_TEMPLATE_TOKENS;
+    int stage2 = blocks_for(stage2_prompt + max_output, ENGINE_BLOCK_SIZE);
+    return stage1 + 1 > stage2 ? stage1 + 1 : stage2;
+}
+
+// Submitting ---------------------------------------------------------------------------------
+
+static int reject(char *err, size_t err_size, int status, const char *format, ...)
+    __attribute__((format(printf, 4, 5)));
+static int reject(char *err, size_t err_size, int status, const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    vsnprintf(err, err_size, format, args);
+    va_end(args);
+    return status;
+}
+
+int engine_submit(engine *e, const struct engine_request *request, char *err, size_t err_size)
+{
+    if (!e || !request)
+        return reject(err, err_size, ENGINE_ERROR_INTERNAL, "engine_submit: no engine/request");
+    if (e->in_flight >= e->max_requests)
+        return reject(err, err_size, ENGINE_ERROR_RESOURCES,
+                      "engine: %d requests in flight (the maximum); collect results first",
+                      e->in_flight);
+    const struct engine_frames *f = &request->frames;
+    if (f->count <= 0 || f->width <= 0 || f->height <= 0 || !f->rgb)
+        return reject(err, err_size, ENGINE_ERROR_INPUT, "request has no frames (%d of %dx%d)",
+                      f->count, f->width, f->height);
+    if ((int64_t)f->width * f->height > ENGINE_MAX_FRAME_PIXELS)
+        return reject(err, err_size, ENGINE_ERROR_INPUT, "frames of %dx%d are too large", f->width,
+                      f->height);
+    if (!(f->sampling_fps > 0.0) || !isfinite(f->sampling_fps))
+        return reject(err, err_size, ENGINE_ERROR_INPUT, "sampling_fps %g is not positive",
+                      f->sampling_fps);
+    if (!request->prompt_text)
+        return reject(err, err_size, ENGINE_ERROR_INPUT, "request has no prompt text");
+    const struct engine_sampling *sp = &request->sampling;
+    if (sp->max_output_tokens <= 0 || sp->max_output_tokens > 32768)
+        return reject(err, err_size, ENGINE_ERROR_INPUT, "max_output_tokens %d outside 1..32768",
+                      sp->max_output_tokens);
+
+    struct request *r = calloc(1, sizeof(*r));
+    if (!r)
+        return reject(err, err_size, ENGINE_ERROR_RESOURCES, "engine: out of memory");
+    r->caller_token = request->caller_token;
+    r->result.caller_token = request->caller_token;
+    r->sampling = *sp;
+    r->stage = 1;
+    r->seq.kv = -1;
+    r->submitted_at = now_seconds();
+    int status = ENGINE_ERROR_INPUT;
+    char message[512];
+
+    struct sampler_settings settings = e->stop;
+    settings.greedy = sp->greedy;
+    settings.temperature = sp->temperature;
+    settings.top_p = sp->top_p;
+    settings.repetition_penalty = sp->repetition_penalty;
+    settings.seed = sp->seed;
+    if (sampler_create(&settings, e->config.text.vocab_size, &r->sampler, message, sizeof(message)))
+        goto fail;
+    if (request->stage2_prompt_text) {
+        r->stage2_prompt_text = copy_string(request->stage2_prompt_text);
+        if (!r->stage2_prompt_text) {
+            status = ENGINE_ERROR_RESOURCES;
+            snprintf(message, sizeof(message), "engine: out of memory");
+            goto fail;
+        }
+    }
+    // Frames -> patch rows (smart resize, bicubic, normalize, temporal pairs) and the grid,
+    // with Curator's pixel limits.
+    struct qwen_video_limits limits;
+    qwen_video_limits_curator(&limits);
+    struct qwen_video_plan plan;
+    if (qwen_video_preprocess_alloc(f->rgb, f->count, f->height, f->width, &limits, &plan,
+                                    &r->pixel_rows, message, sizeof(message)))
+        goto fail;
+    r->grid.t = plan.grid_t;
+    r->grid.h = plan.grid_h;
+    r->grid.w = plan.grid_w;
+    if (qwen_patch_row_size(&e->config) != QWEN_PATCH_VALUES ||
+        e->config.vision.spatial_merge_size != QWEN_MERGE_SIZE) {
+        snprintf(message, sizeof(message),
+                 "the model's patch layout (%d values, merge %d) is not Qwen2.5-VL's",
+                 qwen_patch_row_size(&e->config), e->config.vision.spatial_merge_size);
+        goto fail;
+    }
+    r->second_per_grid = (float)e->config.vision.temporal_patch_size / (float)f->sampling_fps;
+    if (qwen_grid_check(&r->grid, e->config.vision.spatial_merge_size, message, sizeof(message)))
+        goto fail;
+    r->video_tokens = (int)qwen_grid_merged_units(&r->grid, e->config.vision.spatial_merge_size);
+    if (build_prompt(e, r, request->prompt_text, message, sizeof(message)))
+        goto fail;
+    int stage2_text_tokens = 0;
+    if (r->stage2_prompt_text) {
+        clipcap_token_list ids = {0};
+        if (clipcap_tokenizer_encode(e->tokenizer, r->stage2_prompt_text,
+                                     strlen(r->stage2_prompt_text), false, &ids, message,
+                                     sizeof(message)))
+            goto fail;
+        stage2_text_tokens = (int)ids.count;
+        clipcap_token_list_free(&ids);
+    }
+    r->peak_blocks = request_peak_blocks(r, stage2_text_tokens);
+    if (r->peak_blocks > kv_cache_num_blocks(e->kv)) {
+        snprintf(message, sizeof(message),
+                 "request needs up to %d KV blocks of %d tokens; the memory budget holds %d",
+                 r->peak_blocks, ENGINE_BLOCK_SIZE, kv_cache_num_blocks(e->kv));
+        goto fail;
+    }
+    // Append to the active list (submission order is scheduling order).
+    struct request **tail = &e->active;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = r;
+    e->in_flight++;
+    return ENGINE_OK;
+fail:
+    snprintf(err, err_size, "%s", message);
+    request_free(e, r);
+    return status;
+}
+
+// Running --------------------------------------------------------------------------------------
+
+// Blocks the admitted requests may still take: each one's worst case minus what it holds.
+static int outstanding_blocks(struct engine *e)
+{
+    int total = 0;
+    for (struct request *r = e->active; r; r = r->next) {
+        if (!r->admitted || r->phase == PHASE_DONE)
+            continue;
+        int held = r->seq.kv >= 0 ? kv_cache_sequence_blocks(e->kv, r->seq.kv, NULL) : 0;
+        if (r->peak_blocks > held)
+            total += r->peak_blocks - held;
+    }
+    return total;
+}
+
+static void finish_request(struct engine *e, struct request *r)
+{
+    r->phase = PHASE_DONE;
+    if (r->seq.kv >= 0) {
+        kv_cache_sequence_free(e->kv, r->seq.kv);
+        r->seq.kv = -1;
+    }
+    tensor_free(r->vision);
+    r->vision = NULL;
+    free(r->pixel_rows);
+    r->pixel_rows = NULL;
+}
+
+static void fail_request(struct engine *e, struct request *r, enum engine_status status,
+                         const char *message)
+{
+    r->result.status = status;
+    snprintf(r->result.error, sizeof(r->result.error), "%s", message);
+    finish_request(e, r);
+}
+
+static struct engine_stage_output *stage_output(struct request *r)
+{
+    return r->stage == 1 ? &r->result.stage1 : &r->result.stage2;
+}
+
+static int make_sampler(struct engine *e, struct request *r, uint64_t seed, char *err,
+                        size_t err_size)
+{
+    sampler_destroy(r->sampler);
+    r->sampler = NULL;
+    struct sampler_settings settings = e->stop;
+    settings.greedy = r->sampling.greedy;
+    settings.temperature = r->sampling.temperature;
+    settings.top_p = r->sampling.top_p;
+    settings.repetition_penalty = r->sampling.repetition_penalty;
+    settings.seed = seed;
+    return sampler_create(&settings, e->config.text.vocab_size, &r->sampler, err, err_size);
+}
+
+// Stage 2: the same system prompt and video, the user text replaced by the stage-2 prefix and
+// the stage-1 caption. The prefix through <|vision_end|> has the same tokens and positions in
+// both stages, so stage 2 forks stage 1's KV sequence at that length (whole blocks shared, the
+// boundary block copied) and prefills only the new text.
+static int start_stage2(struct engine *e, struct request *r, const char *caption, char *err,
+                        size_t err_size)
+{
+    size_t n1 = strlen(r->stage2_prompt_text), n2 = strlen(caption);
+    char *user_text = malloc(n1 + n2 + 1);
+    if (!user_text) {
+        snprintf(err, err_size, "out of memory for the stage-2 prompt");
+        return -1;
+    }
+    memcpy(user_text, r->stage2_prompt_text, n1);
+    memcpy(user_text + n1, caption, n2 + 1);
+    struct sequence old = r->seq;
+    memset(&r->seq, 0, sizeof(r->seq));
+    r->seq.kv = -1;
+    int rc = build_prompt(e, r, user_text, err, err_size);
+    free(user_text);
+    if (rc == 0 && (r->seq.prompt_len <= r->prefix_len ||
+                    memcmp(old.tokens, r->seq.tokens, (size_t)r->prefix_len * sizeof(int32_t)))) {
+        snprintf(err, err_size, "stage-2 prompt does not start with the stage-1 prefix");
+        rc = -1;
+    }
+    if (rc == 0 && kv_cache_fork(e->kv, old.kv, r->prefix_len, &r->seq.kv, err, err_size) != 0)
+        rc = -1;
+    if (rc == 0)
+        rc = make_sampler(e, r, r->sampling.seed ^ 0x5354414745320000ULL, err, err_size);
+    kv_cache_sequence_free(e->kv, old.kv);
+    old.kv = -1;
+    sequence_free(&old);
+    if (rc != 0)
+        return -1;
+    r->seq.cached = r->prefix_len;
+    r->stage = 2;
+    r->generated = 0;
+    r->phase = PHASE_PREFILL;
+    return 0;
+}
+
+// Ends the current stage: decodes its text; starts stage 2 or finishes the request.
+static void end_stage(struct engine *e, struct request *r, enum engine_finish_reason reason)
+{
+    struct sequence *s = &r->seq;
+    struct engine_stage_output *out = stage_output(r);
+    out->finish_reason = reason;
+    out->prompt_tokens = s->prompt_len;
+    out->output_tokens = r->generated;
+    out->prefill_seconds = r->prefill_done_at - r->stage_started_at;
+    out->decode_seconds = now_seconds() - r->prefill_done_at;
+    int text_tokens = r->generated;
+    if (reason == ENGINE_FINISH_STOP)
+        text_tokens--; // the stop token is not part of the caption
+    char err[256];
+    char *text = NULL;
+    if (clipcap_tokenizer_decode(e->tokenizer, s->tokens + s->prompt_len, (size_t)text_tokens, true,
+                                 &text, NULL, err, sizeof(err))) {
+        fail_request(e, r, ENGINE_ERROR_INTERNAL, err);
+        return;
+    }
+    out->text = text;
+    if (r->stage == 1 && r->stage2_prompt_text) {
+        if (start_stage2(e, r, text, err, sizeof(err)))
+            fail_request(e, r, ENGINE_ERROR_INTERNAL, err);
+        return;
+    }
+    r->result.status = ENGINE_OK;
+    finish_request(e, r);
+}
+
+// Samples the next token from a row of logits; ends the stage on a stop token or the limit.
+static void accept_token(struct engine *e, struct request *r, float *logits)
+{
+    if (r->generated == 0) {
+        // The repetition penalty covers the prompt too (vLLM and transformers alike).
+        for (int i = 0; i < r->seq.prompt_len; i++)
+            sampler_observe(r->sampler, r->seq.tokens[i]);
+    }
+    int32_t token = sampler_next(r->sampler, logits);
+    r->seq.tokens[r->seq.count++] = token;
+    r->generated++;
+    if (sampler_is_stop(r->sampler, token))
+        end_stage(e, r, ENGINE_FINISH_STOP);
+    else if (r->generated >= r->sampling.max_output_tokens)
+        end_stage(e, r, ENGINE_FINISH_LENGTH);
+}
+
+// One LLM call over the uncached tokens of each request (a prefill: the prompt, or the rest of
+// it after a shared prefix; a decode: the last sampled token), then one sampled token each.
+// Returns 0, KV_CACHE_NO_SPACE when the pool cannot take the step now, or -1.
+static int run_step(struct engine *e, struct request **requests, int n, char *err, size_t err_size)
+{
+    const struct qwen_config *c = &e->config;
+    int *sequences = malloc((size_t)n * sizeof(int));
+    int *new_tokens = malloc((size_t)n * sizeof(int));
+    struct kv_step step;
+    memset(&step, 0, sizeof(step));
+    int32_t *ids = NULL, *positions = NULL, *embed_rows = NULL;
+    struct tensor *embeds = NULL;
+    int rc = -1, embed_count = 0;
+    if (!sequences || !new_tokens) {
+        snprintf(err, err_size, "engine: out of memory for a step");
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        sequences[i] = requests[i]->seq.kv;
+        new_tokens[i] = requests[i]->seq.count - requests[i]->seq.cached;
+    }
+    int planned = kv_cache_plan_step(e->kv, sequences, new_tokens, n, &step, err, err_size);
+    if (planned != KV_CACHE_OK) {
+        rc = planned == KV_CACHE_NO_SPACE ? KV_CACHE_NO_SPACE : -1;
+        goto done;
+    }
+    int total = step.total_tokens;
+    ids = malloc((size_t)total * sizeof(int32_t));
+    positions = malloc((size_t)total * 3 * sizeof(int32_t));
+    embed_rows = malloc((size_t)total * sizeof(int32_t));
+    if (!ids || !positions || !embed_rows) {
+        snprintf(err, err_size, "engine: out of memory for a step of %d tokens", total);
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        struct request *r = requests[i];
+        struct sequence *s = &r->seq;
+        int row = step.query_start[i];
+        for (int k = 0; k < new_tokens[i]; k++, row++) {
+            int index = s->cached + k;
+            ids[row] = s->tokens[index];
+            for (int d = 0; d < 3; d++)
+                positions[(size_t)d * total + row] =
+                    index < s->prompt_len ? s->positions[(size_t)d * s->prompt_len + index]
+                                          : (int32_t)qwen_decode_position(index, s->rope_delta);
+            int video_row = index - r->video_start;
+            if (r->vision && video_row >= 0 && video_row < r->video_tokens) {
+                // Only the stage-1 prefill (one request per step) carries vision rows, and
+                // they are consecutive: the first one fixes the view's offset.
+                if (embed_count == 0) {
+                    embeds = tensor_view(r->vision, video_row, r->video_tokens - video_row, 0, NULL,
+                                         err, err_size);
+                    if (!embeds)
+                        goto done;
+                }
+                embed_rows[embed_count++] = row;
+            }
+        }
+    }
+    struct qwen_text_batch batch = {.num_seqs = n,
+                                    .total_tokens = total,
+                                    .token_ids = ids,
+                                    .positions = positions,
+                                    .query_start = step.query_start,
+                                    .context_lens = step.context_lens,
+                                    .slot_mapping = step.slot_mapping,
+                                    .block_tables = step.block_tables,
+                                    .max_blocks_per_seq = step.max_blocks,
+                                    .embeds = embeds,
+                                    .embed_rows = embed_rows,
+                                    .embed_count = embed_count};
+    struct tensor *k_layers[QWEN_MAX_LAYERS], *v_layers[QWEN_MAX_LAYERS];
+    for (int l = 0; l < c->text.num_layers; l++) {
+        k_layers[l] = kv_cache_keys(e->kv, l);
+        v_layers[l] = kv_cache_values(e->kv, l);
+    }
+    struct qwen_kv_layers kv = {k_layers, v_layers};
+    if (qwen_text_forward(e->model, &kv, &batch, e->logits, err, err_size))
+        goto done;
+    for (int i = 0; i < n; i++)
+        requests[i]->seq.cached = requests[i]->seq.count;
+    rc = 0;
+done:
+    tensor_free(embeds);
+    kv_step_free(&step);
+    free(sequences);
+    free(new_tokens);
+    free(ids);
+    free(positions);
+    free(embed_rows);
+    return rc;
+}
+
+// The admitted request at the head of the queue: vision tower, then its prompt.
+static void prefill_one(struct engine *e, struct request *r)
+{
+    char message[256];
+    double started = now_seconds();
+    if (r->first_work_at == 0.0)
+        r->first_work_at = started;
+    r->stage_started_at = started;
+    if (r->stage == 1 && !r->vision) {
+        r->vision =
+            tensor_new_2d(e->backend, TENSOR_F32, r->video_tokens, e->config.text.hidden_size,
+                          "vision_embeddings", message, sizeof(message));
+        if (!r->vision || qwen_vision_forward(e->model, r->pixel_rows, &r->grid, r->vision, message,
+                                              sizeof(message))) {
+            fail_request(e, r, ENGINE_ERROR_INTERNAL, message);
+            return;
+        }
+        free(r->pixel_rows); // the embeddings are all that is needed from here on
+        r->pixel_rows = NULL;
+    }
+    if (r->seq.kv < 0 && kv_cache_sequence_new(e->kv, &r->seq.kv, message, sizeof(message))) {
+        fail_request(e, r, ENGINE_ERROR_RESOURCES, message);
+        return;
+    }
+    int rc = run_step(e, &r, 1, message, sizeof(message));
+    if (rc == KV_CACHE_NO_SPACE)
+        return; // not now; admission makes this rare (a caption longer than estimated)
+    if (rc != 0) {
+        fail_request(e, r, ENGINE_ERROR_INTERNAL, message);
+        return;
+    }
+    r->prefill_done_at = now_seconds();
+    tensor_free(r->vision); // stage 2 reuses the cached prefix, not the embeddings
+    r->vision = NULL;
+    r->phase = PHASE_DECODE;
+    accept_token(e, r, e->logits);
+}
+
+static int decode_all(struct engine *e, char *err, size_t err_size)
+{
+    struct request **batch = malloc((size_t)e->max_requests * sizeof(*batch));
+    if (!batch) {
+        snprintf(err, err_size, "engine: out of memory for a decode batch");
+        return -1;
+    }
+    int n = 0;
+    for (struct request *r = e->active; r && n < e->max_requests; r = r->next)
+        if (r->phase == PHASE_DECODE)
+            batch[n++] = r;
+    int rc = n > 0 ? run_step(e, batch, n, err, err_size) : 0;
+    if (rc == 0) {
+        for (int i = 0; i < n; i++)
+            accept_token(e, batch[i], e->logits + (size_t)i * e->config.text.vocab_size);
+    } else {
+        // Admission leaves room for every decode, so this is a backend failure: fail the
+        // batch rather than retry it forever.
+        for (int i = 0; i < n; i++)
+            fail_request(e, batch[i],
+                         rc == KV_CACHE_NO_SPACE ? ENGINE_ERROR_RESOURCES : ENGINE_ERROR_INTERNAL,
+                         err);
+    }
+    free(batch);
+    return rc == 0 ? 0 : -1;
+}
+
+// Moves finished requests to the finished list (in the order they finished).
+static void retire_done(struct engine *e)
+{
+    struct request **link = &e->active;
+    while (*link) {
+        struct request *r = *link;
+        if (r->phase != PHASE_DONE) {
+            link = &r->next;
+            continue;
+        }
+        *link = r->next;
+        r->next = NULL;
+        if (r->first_work_at == 0.0)
+            r->first_work_at = now_seconds();
+        r->result.queue_seconds = r->first_work_at - r->submitted_at;
+        struct request **tail = &e->finished;
+        while (*tail)
+            tail = &(*tail)->next;
+        *tail = r;
+        e->in_flight--;
+    }
+}
+
+int engine_step(engine *e, char *err, size_t err_size)
+{
+    if (!e) {
+        snprintf(err, err_size, "engine_step: no engine");
+        return -1;
+    }
+    // At most one prefill per step, in submission order (stage 2 of an earlier clip before
+    // stage 1 of a later one); a request is admitted only when the pool can hold its worst
+    // case on top of what the admitted ones may still take.
+    for (struct request *r = e->active; r; r = r->next) {
+        if (r->phase != PHASE_PREFILL)
+            continue;
+        if (!r->admitted) {
+            if (kv_cache_free_blocks(e->kv) - outstanding_blocks(e) < r->peak_blocks)
+                break; // keep the order: later requests wait behind this one
+            r->admitted = 1;
+        }
+        prefill_one(e, r);
+        break;
+    }
+    int rc = decode_all(e, err, err_size);
+    retire_done(e);
+    return rc == 0 ? e->in_flight : -1;
+}
+
+int engine_collect(engine *e, struct engine_result *out, int max)
+{
+    int n = 0;
+    while (e && e->finished && n < max) {
+        struct request *r = e->finished;
+        e->finished = r->next;
+        out[n++] = r->result;
+        memset(&r->result, 0, sizeof(r->result)); // ownership of the texts moves to out
+        request_free(e, r);
+    }
+    return n;
+}
