@@ -181,10 +181,15 @@ void image_resizer_destroy(image_resizer *resizer)
 
 size_t image_resizer_scratch_size(const image_resizer *resizer)
 {
-    // Both passes run: the horizontal one writes src_height x dst_width pixels first.
+    size_t bytes = 0;
+    // The vertical pass's row of int32 sums (first, so that malloc's alignment serves it),
+    // then, when both passes run, the horizontal pass's src_height x dst_width output.
+    if (resizer->src_height != resizer->dst_height)
+        bytes += (size_t)resizer->dst_width * (size_t)resizer->channels * sizeof(int32_t);
     if (resizer->src_width != resizer->dst_width && resizer->src_height != resizer->dst_height)
-        return (size_t)resizer->src_height * (size_t)resizer->dst_width * (size_t)resizer->channels;
-    return 0;
+        bytes +=
+            (size_t)resizer->src_height * (size_t)resizer->dst_width * (size_t)resizer->channels;
+    return bytes;
 }
 
 static inline uint8_t fixed_point_to_u8(int32_t sum, unsigned precision)
@@ -209,9 +214,23 @@ static void resize_horizontal(const struct resize_axis *axis, int rows, int chan
         for (int x = 0; x < axis->out_size; x++) {
             const int16_t *w = axis->weights + (size_t)x * (size_t)axis->taps;
             const uint8_t *p = in + (size_t)axis->first[x] * (size_t)channels;
+            int count = axis->count[x];
+            if (channels == 3) {
+                // RGB, the common case: three independent sums over the same taps.
+                int32_t r = half, g = half, b = half;
+                for (int j = 0; j < count; j++, p += 3) {
+                    r += (int32_t)p[0] * w[j];
+                    g += (int32_t)p[1] * w[j];
+                    b += (int32_t)p[2] * w[j];
+                }
+                out[(size_t)x * 3] = fixed_point_to_u8(r, axis->precision);
+                out[(size_t)x * 3 + 1] = fixed_point_to_u8(g, axis->precision);
+                out[(size_t)x * 3 + 2] = fixed_point_to_u8(b, axis->precision);
+                continue;
+            }
             for (int c = 0; c < channels; c++) {
                 int32_t sum = half;
-                for (int j = 0; j < axis->count[x]; j++)
+                for (int j = 0; j < count; j++)
                     sum += (int32_t)p[(size_t)j * (size_t)channels + (size_t)c] * w[j];
                 out[(size_t)x * (size_t)channels + (size_t)c] =
                     fixed_point_to_u8(sum, axis->precision);
@@ -220,8 +239,10 @@ static void resize_horizontal(const struct resize_axis *axis, int rows, int chan
     }
 }
 
+// Row at a time: the sums of a whole output row are accumulated tap by tap, so the inner
+// loop runs over contiguous bytes (and vectorises).
 static void resize_vertical(const struct resize_axis *axis, int width, int channels,
-                            const uint8_t *src, uint8_t *dst)
+                            const uint8_t *src, uint8_t *dst, int32_t *sums)
 {
     size_t row = (size_t)width * (size_t)channels;
     int32_t half = 1 << (axis->precision - 1);
@@ -230,12 +251,16 @@ static void resize_vertical(const struct resize_axis *axis, int width, int chann
         const int16_t *w = axis->weights + (size_t)y * (size_t)axis->taps;
         const uint8_t *in = src + (size_t)axis->first[y] * row;
         uint8_t *out = dst + (size_t)y * row;
-        for (size_t k = 0; k < row; k++) {
-            int32_t sum = half;
-            for (int j = 0; j < axis->count[y]; j++)
-                sum += (int32_t)in[(size_t)j * row + k] * w[j];
-            out[k] = fixed_point_to_u8(sum, axis->precision);
+        for (size_t k = 0; k < row; k++)
+            sums[k] = half;
+        for (int j = 0; j < axis->count[y]; j++) {
+            const uint8_t *line = in + (size_t)j * row;
+            int32_t weight = w[j];
+            for (size_t k = 0; k < row; k++)
+                sums[k] += (int32_t)line[k] * weight;
         }
+        for (size_t k = 0; k < row; k++)
+            out[k] = fixed_point_to_u8(sums[k], axis->precision);
     }
 }
 
@@ -245,14 +270,19 @@ void image_resizer_run(const image_resizer *resizer, const uint8_t *src, uint8_t
     int resize_width = resizer->src_width != resizer->dst_width;
     int resize_height = resizer->src_height != resizer->dst_height;
     int channels = resizer->channels;
+    int32_t *sums = (int32_t *)(void *)scratch;
+    uint8_t *horizontal_out =
+        resize_height ? scratch + (size_t)resizer->dst_width * (size_t)channels * sizeof(int32_t)
+                      : scratch;
 
     if (resize_width && resize_height) {
-        resize_horizontal(&resizer->horizontal, resizer->src_height, channels, src, scratch);
-        resize_vertical(&resizer->vertical, resizer->dst_width, channels, scratch, dst);
+        resize_horizontal(&resizer->horizontal, resizer->src_height, channels, src, horizontal_out);
+        resize_vertical(&resizer->vertical, resizer->dst_width, channels, horizontal_out, dst,
+                        sums);
     } else if (resize_width) {
         resize_horizontal(&resizer->horizontal, resizer->src_height, channels, src, dst);
     } else if (resize_height) {
-        resize_vertical(&resizer->vertical, resizer->src_width, channels, src, dst);
+        resize_vertical(&resizer->vertical, resizer->src_width, channels, src, dst, sums);
     } else {
         memcpy(dst, src,
                (size_t)resizer->src_height * (size_t)resizer->src_width * (size_t)channels);

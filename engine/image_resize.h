@@ -28,12 +28,14 @@ int image_resizer_create(int src_height, int src_width, int dst_height, int dst_
                          image_resizer **out, char *err, size_t err_size);
 void image_resizer_destroy(image_resizer *resizer);
 
-// Bytes of scratch image_resizer_run needs (the horizontal pass's output); 0 when none.
+// Bytes of scratch image_resizer_run needs (a row of sums, the horizontal pass's output); 0
+// when none.
 size_t image_resizer_scratch_size(const image_resizer *resizer);
 
 // Resizes one image. src is src_height x src_width x channels bytes (rows contiguous), dst is
-// dst_height x dst_width x channels bytes; scratch has image_resizer_scratch_size bytes (may
-// be NULL when that is 0). src and dst must not overlap.
+// dst_height x dst_width x channels bytes; scratch has image_resizer_scratch_size bytes,
+// aligned for int32_t (as malloc returns it; may be NULL when the size is 0). src and dst must
+// not overlap. One resizer may serve several threads, each with its own scratch.
 void image_resizer_run(const image_resizer *resizer, const uint8_t *src, uint8_t *dst,
                        uint8_t *scratch);
 
