@@ -166,6 +166,40 @@ struct tensor *tensor_new_2d(struct backend *backend, enum tensor_dtype dtype, i
     return tensor_new(backend, dtype, 2, shape, name, err, err_size);
 }
 
+struct tensor *tensor_wrap(struct backend *backend, enum tensor_dtype dtype, int ndim,
+                           const int64_t *shape, const void *data, const char *name, char *err,
+                           size_t err_size)
+{
+    const char *label = name ? name : "(unnamed)";
+    if (!backend->ops->is_host) {
+        snprintf(err, err_size, "tensor %s: the %s backend cannot use host memory in place", label,
+                 backend->ops->name);
+        return NULL;
+    }
+    if (check_shape(ndim, shape, dtype, label, err, err_size) != 0)
+        return NULL;
+    if ((uintptr_t)data % tensor_dtype_size(dtype) != 0) {
+        snprintf(err, err_size, "tensor %s: data is not aligned for %s", label,
+                 tensor_dtype_name(dtype));
+        return NULL;
+    }
+    struct tensor *t = calloc(1, sizeof *t);
+    if (!t) {
+        snprintf(err, err_size, "tensor %s: out of memory", label);
+        return NULL;
+    }
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int i = 0; i < TENSOR_MAX_DIMS; i++)
+        t->shape[i] = i < ndim ? shape[i] : 1;
+    t->backend = backend;
+    t->scale = 1.0f;
+    t->flags = TENSOR_FLAG_VIEW;
+    t->data = tensor_bytes(t) > 0 ? (void *)data : NULL;
+    set_name(t, name);
+    return t;
+}
+
 void tensor_free(struct tensor *t)
 {
     if (!t)

@@ -72,6 +72,12 @@ struct tensor *tensor_new_1d(struct backend *backend, enum tensor_dtype dtype, i
                              const char *name, char *err, size_t err_size);
 struct tensor *tensor_new_2d(struct backend *backend, enum tensor_dtype dtype, int64_t rows,
                              int64_t cols, const char *name, char *err, size_t err_size);
+// A tensor over memory owned by someone else (a mapped file), for host backends only: the
+// memory must stay valid and unmodified while the tensor lives, and be aligned to the dtype
+// size. Returns NULL with a message otherwise.
+struct tensor *tensor_wrap(struct backend *backend, enum tensor_dtype dtype, int ndim,
+                           const int64_t *shape, const void *data, const char *name, char *err,
+                           size_t err_size);
 // Frees the tensor (and its data when it owns it). NULL is fine.
 void tensor_free(struct tensor *t);
 
