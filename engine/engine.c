@@ -33,6 +33,7 @@
 
 #define ENGINE_BLOCK_SIZE             16
 #define ENGINE_DEFAULT_BUDGET         ((size_t)2 << 30) // KV pool on the CPU backend
+#define ENGINE_DEFAULT_PREFILL_CHUNK  2048
 #define ENGINE_DEFAULT_MAX_REQUESTS   8
 #define ENGINE_STAGE2_TEMPLATE_TOKENS 16 // <|im_end|>\n<|im_start|>assistant\n and margin
 #define ENGINE_MAX_FRAME_PIXELS       ((int64_t)1 << 26)
@@ -124,7 +125,8 @@ struct engine {
     int in_flight;
     struct request *active; // submission order
     struct request *finished;
-    float *logits; // [max_requests, vocab]
+    float *logits;     // [max_requests, vocab]
+    int prefill_chunk; // prompt tokens per step at most (bounds activation memory)
 };
 
 static void sequence_free(struct sequence *s)
@@ -358,6 +360,12 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
     e->kv = kv_cache_create(e->backend, &kv_config, err, err_size);
     if (!e->kv)
         goto fail;
+    // Prompt tokens per step: bounds the LLM activations of one step (the 7B's MLP needs
+    // about 150 KiB per token). CLIPCAP_ENGINE_PREFILL_CHUNK overrides it (tests, tuning).
+    e->prefill_chunk = ENGINE_DEFAULT_PREFILL_CHUNK;
+    const char *chunk = getenv("CLIPCAP_ENGINE_PREFILL_CHUNK");
+    if (chunk && atoi(chunk) > 0)
+        e->prefill_chunk = atoi(chunk);
     e->logits = malloc((size_t)e->max_requests * e->config.text.vocab_size * sizeof(float));
     if (!e->logits) {
         snprintf(err, err_size, "engine: out of memory for logits");
@@ -746,6 +754,8 @@ static int run_step(struct engine *e, struct request **requests, int n, char *er
     for (int i = 0; i < n; i++) {
         sequences[i] = requests[i]->seq.kv;
         new_tokens[i] = requests[i]->seq.count - requests[i]->seq.cached;
+        if (new_tokens[i] > e->prefill_chunk)
+            new_tokens[i] = e->prefill_chunk; // a long prompt goes in over several steps
     }
     int planned = kv_cache_plan_step(e->kv, sequences, new_tokens, n, &step, err, err_size);
     if (planned != KV_CACHE_OK) {
@@ -806,7 +816,7 @@ static int run_step(struct engine *e, struct request **requests, int n, char *er
     if (qwen_text_forward(e->model, &kv, &batch, e->logits, err, err_size))
         goto done;
     for (int i = 0; i < n; i++)
-        requests[i]->seq.cached = requests[i]->seq.count;
+        requests[i]->seq.cached += new_tokens[i];
     rc = 0;
 done:
     tensor_free(embeds);
@@ -826,7 +836,9 @@ static void prefill_one(struct engine *e, struct request *r)
     double started = now_seconds();
     if (r->first_work_at == 0.0)
         r->first_work_at = started;
-    r->stage_started_at = started;
+    int first_chunk = r->stage == 1 ? r->seq.cached == 0 : r->seq.cached == r->prefix_len;
+    if (first_chunk)
+        r->stage_started_at = started;
     if (r->stage == 1 && !r->vision) {
         r->vision =
             tensor_new_2d(e->backend, TENSOR_F32, r->video_tokens, e->config.text.hidden_size,
@@ -850,6 +862,8 @@ static void prefill_one(struct engine *e, struct request *r)
         fail_request(e, r, ENGINE_ERROR_INTERNAL, message);
         return;
     }
+    if (r->seq.cached < r->seq.count)
+        return; // more prompt chunks in the next steps
     r->prefill_done_at = now_seconds();
     tensor_free(r->vision); // stage 2 reuses the cached prefix, not the embeddings
     r->vision = NULL;

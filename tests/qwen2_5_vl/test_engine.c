@@ -193,8 +193,12 @@ static char *decode_reference(json_t *stage, int *stop_index)
 static void test_greedy_matches_transformers(void **state)
 {
     (void)state;
-    const char *cases[2] = {"tiny_a", "tiny_b"};
-    for (int c = 0; c < 2; c++) {
+    // Each case twice: the prompt in one step, then in chunks of 37 tokens (a chunk boundary
+    // falls inside the video tokens).
+    const char *cases[4] = {"tiny_a", "tiny_b", "tiny_a", "tiny_b"};
+    for (int c = 0; c < 4; c++) {
+        if (c >= 2)
+            setenv("CLIPCAP_ENGINE_PREFILL_CHUNK", "37", 1);
         char dir[256];
         make_model_dir(cases[c], dir, sizeof(dir));
         struct clip clip;
@@ -214,7 +218,8 @@ static void test_greedy_matches_transformers(void **state)
             fail_msg("%s: %s", cases[c], result.error);
         int stop_index;
         char *expected = decode_reference(stage, &stop_index);
-        printf("%s: engine stage 1 (greedy): \"%s\"\n", cases[c], result.stage1.text);
+        printf("%s%s: engine stage 1 (greedy): \"%s\"\n", cases[c],
+               c >= 2 ? " (prefill in chunks of 37)" : "", result.stage1.text);
         assert_string_equal(result.stage1.text, expected);
         assert_int_equal(result.stage1.prompt_tokens,
                          json_integer_value(json_object_get(stage, "num_input_ids")));
@@ -232,6 +237,7 @@ static void test_greedy_matches_transformers(void **state)
         free_clip(&clip);
         remove_model_dir(dir);
     }
+    unsetenv("CLIPCAP_ENGINE_PREFILL_CHUNK");
 }
 
 static void test_stage2_reuses_prefix(void **state)
