@@ -376,30 +376,18 @@ int qwen_model_list_tensors(const struct qwen_config *config, qwen_tensor_visito
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
             snprintf(name, sizeof(name), specs[i].format, r);
 #pragma GCC diagnostic pop
-            if (visit(context, name, specs[i].ndim, specs[i].shape, err, err_size))
+            const struct qwen_vision_config *v = &config->vision;
+            // The patch embedding as the checkpoint stores it: Conv3d [hidden, c, t, ph, pw].
+            int64_t conv_shape[5] = {v->hidden_size, v->in_channels, v->temporal_patch_size,
+                                     v->patch_size, v->patch_size};
+            int is_conv = specs[i].offset == offsetof(struct qwen_model, patch_embed) &&
+                          specs[i].per_layer == ONCE;
+            if (visit(context, name, is_conv ? 5 : specs[i].ndim,
+                      is_conv ? conv_shape : specs[i].shape, err, err_size))
                 return -1;
         }
     }
     return 0;
-}
-
-// transformers >= 4.52 may write model.visual.* and model.language_model.*; try both.
-static struct tensor *lookup_any(qwen_weight_lookup lookup, void *context, const char *name,
-                                 char *err, size_t err_size)
-{
-    struct tensor *t = lookup(context, name, err, err_size);
-    if (t)
-        return t;
-    char alternative[160];
-    if (strncmp(name, "visual.", 7) == 0)
-        snprintf(alternative, sizeof(alternative), "model.%s", name);
-    else if (strncmp(name, "model.", 6) == 0)
-        snprintf(alternative, sizeof(alternative), "model.language_model.%s", name + 6);
-    else
-        return NULL;
-    char second_err[256];
-    t = lookup(context, alternative, second_err, sizeof(second_err));
-    return t;
 }
 
 static int shape_matches(const struct tensor *t, const struct tensor_spec *spec)
@@ -439,7 +427,7 @@ int qwen_model_create(const struct qwen_config *config, struct backend *backend,
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
             snprintf(name, sizeof(name), specs[i].format, r);
 #pragma GCC diagnostic pop
-            struct tensor *t = lookup_any(lookup, lookup_context, name, err, err_size);
+            struct tensor *t = lookup(lookup_context, name, err, err_size);
             if (!t)
                 goto fail;
             char *base = specs[i].per_layer == PER_BLOCK   ? (char *)&m->blocks[r]
@@ -452,7 +440,7 @@ int qwen_model_create(const struct qwen_config *config, struct backend *backend,
             }
             if (specs[i].offset == offsetof(struct qwen_model, patch_embed) &&
                 specs[i].per_layer == ONCE && !shape_matches(t, &specs[i])) {
-                // The Conv3d weight [hidden, c, t, ph, pw] (stored up to 4-D by the loader) is
+                // The Conv3d weight [hidden, c, t, ph, pw] (or any layout of the same size) is
                 // the same bytes as [hidden, c*t*ph*pw]: a linear over the patch row.
                 if (t->shape[0] == specs[i].shape[0] &&
                     tensor_elements(t) == specs[i].shape[0] * specs[i].shape[1]) {

@@ -75,9 +75,9 @@ typedef struct tensor *(*qwen_weight_lookup)(void *context, const char *name, ch
 
 typedef struct qwen_model qwen_model;
 
-// Binds the weights (names as in the HF checkpoint: visual.*, model.*, lm_head.weight; the
-// newer model.visual.* / model.language_model.* spellings are accepted too) and checks every
-// shape against the config. The lookup's tensors must outlive the model.
+// Binds the weights (names as in the published checkpoints: visual.*, model.*,
+// lm_head.weight, which transformers 5 save_pretrained writes too) and checks every shape
+// against the config. The lookup's tensors must outlive the model.
 int qwen_model_create(const struct qwen_config *config, struct backend *backend,
                       qwen_weight_lookup lookup, void *lookup_context, qwen_model **out, char *err,
                       size_t err_size);
@@ -85,8 +85,10 @@ void qwen_model_destroy(qwen_model *model);
 const struct qwen_config *qwen_model_config(const qwen_model *model);
 
 // The names of every tensor the model binds, for random weights and checks: calls visit for
-// each (name, ndim, shape). The patch embedding is listed with its 5-D conv shape flattened
-// to [hidden, in_channels * temporal_patch * patch * patch].
+// each (name, ndim, shape), shapes as the checkpoint stores them (the patch embedding is the
+// 5-D Conv3d weight [hidden, in_channels, temporal_patch, patch, patch]; the model binds it as
+// a 2-D view [hidden, in_channels * temporal_patch * patch * patch]). A tied lm_head is not
+// listed.
 typedef int (*qwen_tensor_visitor)(void *context, const char *name, int ndim, const int64_t *shape,
                                    char *err, size_t err_size);
 int qwen_model_list_tensors(const struct qwen_config *config, qwen_tensor_visitor visit,

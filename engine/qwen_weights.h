@@ -11,14 +11,16 @@
 struct backend;
 struct qwen_weights;
 
-// Deterministic random weights for every tensor of the config: matrices and biases uniform
-// with standard deviation 0.02 (transformers' initializer_range), norm weights 1. Stored as
-// f32 for small models and bf16 above 2^28 parameters (a full 7B in f32 would not fit).
-// The same (config, seed) always gives the same values.
+// Deterministic random weights for every tensor of the config (weights.h: uniform with
+// standard deviation 0.02, RMSNorm weights 1; element values depend only on seed, name and
+// index). Stored as f32 for small models and bf16 above 2^28 parameters (a full 7B in f32
+// would not fit in memory).
 struct qwen_weights *qwen_weights_random(const struct qwen_config *config, struct backend *be,
                                          uint64_t seed, char *err, size_t err_size);
 
-// Loads the checkpoint tensors of dir (model.safetensors or the sharded index).
+// Loads and checks the checkpoint tensors of dir (model.safetensors or the sharded index):
+// every tensor the config implies must be there with its shape (names as the published
+// checkpoints write them: visual.*, model.*, lm_head.weight).
 struct qwen_weights *qwen_weights_load(const struct qwen_config *config, struct backend *be,
                                        const char *dir, char *err, size_t err_size);
 
