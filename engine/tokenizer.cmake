@@ -4,7 +4,7 @@
 if(NOT TARGET clipcap_tokenizer)
     find_package(PkgConfig REQUIRED)
     find_package(Threads REQUIRED)
-    pkg_check_modules(CLIPCAP_TOKENIZER_DEPS REQUIRED IMPORTED_TARGET jansson libpcre2-8
+    pkg_check_modules(CLIPCAP_TOKENIZER_DEPS REQUIRED IMPORTED_TARGET GLOBAL jansson libpcre2-8
                       libutf8proc)
     add_library(clipcap_tokenizer STATIC
         ${CMAKE_CURRENT_LIST_DIR}/tokenizer.c
