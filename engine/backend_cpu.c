@@ -750,6 +750,181 @@ static int cpu_attention_paged(struct backend *be, struct tensor *out, const str
     return run_attention(be, &job, max_keys);
 }
 
+// State-space ----------------------------------------------------------------------------------
+
+// Checks the step's offsets and that each sequence with tokens names a slot of the state.
+static int check_state_step(struct backend *be, const char *op, const struct tensor *state,
+                            const struct tensor *query_start, const struct tensor *state_slots,
+                            int64_t tokens)
+{
+    int64_t longest;
+    if (check_offsets(be, op, "query_start", query_start->data, query_start->shape[0], tokens,
+                      &longest) != 0)
+        return -1;
+    const int32_t *slots = state_slots->data;
+    for (int64_t s = 0; s < state_slots->shape[0]; s++) {
+        if (slots[s] < 0 || slots[s] >= state->shape[0])
+            return backend_set_error(be,
+                                     "%s: sequence %lld names state slot %d, outside the "
+                                     "%lld slots of %s",
+                                     op, (long long)s, slots[s], (long long)state->shape[0],
+                                     state->name);
+        // Two sequences of one step sharing a slot would race (and make no sense).
+        for (int64_t j = 0; j < s; j++)
+            if (slots[j] == slots[s])
+                return backend_set_error(be, "%s: sequences %lld and %lld share state slot %d", op,
+                                         (long long)j, (long long)s, slots[s]);
+    }
+    return 0;
+}
+
+struct conv_job {
+    struct tensor *out;
+    const struct tensor *x, *weight, *bias;
+    struct tensor *state;
+    const int32_t *starts, *slots;
+    int64_t channels, kernel, chunks;
+};
+
+#define CONV_CHANNEL_CHUNK 256
+
+// One task: one sequence, one chunk of channels. Each channel walks its input stream (state rows,
+// then the sequence's tokens) once.
+static void conv_task(void *arg, int64_t task, int worker)
+{
+    (void)worker;
+    struct conv_job *job = arg;
+    int64_t s = task / job->chunks;
+    int64_t c0 = (task % job->chunks) * CONV_CHANNEL_CHUNK;
+    int64_t c1 = c0 + CONV_CHANNEL_CHUNK < job->channels ? c0 + CONV_CHANNEL_CHUNK : job->channels;
+    int64_t first = job->starts[s], count = job->starts[s + 1] - first;
+    if (count == 0)
+        return;
+    int64_t k = job->kernel, history = k - 1, n = job->channels;
+    float *state = f32_mut(job->state) + (int64_t)job->slots[s] * history * n;
+    const float *x = f32_data(job->x);
+    float *out = f32_mut(job->out);
+    float scratch[64], window[64];
+    for (int64_t c = c0; c < c1; c++) {
+        const float *weights = row_f32(job->weight, c, k, 0, k, scratch);
+        float bias = 0;
+        if (job->bias)
+            tensor_load_f32(&bias, job->bias->data, job->bias->dtype, c, 1);
+        // window holds the last k inputs; it starts with the state.
+        for (int64_t j = 0; j < history; j++)
+            window[j] = state[j * n + c];
+        for (int64_t t = 0; t < count; t++) {
+            window[history] = x[(first + t) * n + c];
+            float sum = bias;
+            for (int64_t j = 0; j < k; j++)
+                sum += weights[j] * window[j];
+            out[(first + t) * n + c] = sum;
+            for (int64_t j = 0; j < history; j++)
+                window[j] = window[j + 1];
+        }
+        for (int64_t j = 0; j < history; j++)
+            state[j * n + c] = window[j];
+    }
+}
+
+static int cpu_conv1d_causal(struct backend *be, struct tensor *out, const struct tensor *x,
+                             const struct tensor *weight, const struct tensor *bias,
+                             struct tensor *conv_state, const struct tensor *query_start,
+                             const struct tensor *state_slots)
+{
+    const char *op = "conv1d_causal";
+    if (check_state_step(be, op, conv_state, query_start, state_slots, tensor_rows(x)) != 0)
+        return -1;
+    struct conv_job job = {.out = out,
+                           .x = x,
+                           .weight = weight,
+                           .bias = bias,
+                           .state = conv_state,
+                           .starts = query_start->data,
+                           .slots = state_slots->data,
+                           .channels = tensor_cols(x),
+                           .kernel = weight->shape[1]};
+    if (job.kernel > 63)
+        return backend_set_error(be, "%s: kernel %lld is longer than 63 taps", op,
+                                 (long long)job.kernel);
+    job.chunks = (job.channels + CONV_CHANNEL_CHUNK - 1) / CONV_CHANNEL_CHUNK;
+    thread_pool_run(cpu(be)->pool, state_slots->shape[0] * job.chunks, conv_task, &job);
+    return 0;
+}
+
+struct ssm_job {
+    struct tensor *y;
+    const struct tensor *x, *dt, *A_log, *B, *C, *D;
+    struct tensor *state;
+    const int32_t *starts, *slots;
+    int heads, head_dim, groups, state_size;
+};
+
+// One task: one sequence, one head, the whole recurrence over its tokens in order.
+static void ssm_task(void *arg, int64_t task, int worker)
+{
+    (void)worker;
+    struct ssm_job *job = arg;
+    int64_t s = task / job->heads;
+    int h = (int)(task % job->heads);
+    int64_t first = job->starts[s], count = job->starts[s + 1] - first;
+    if (count == 0)
+        return;
+    int P = job->head_dim, N = job->state_size, H = job->heads;
+    int g = h / (H / job->groups);
+    float a_log, d;
+    tensor_load_f32(&a_log, job->A_log->data, job->A_log->dtype, h, 1);
+    tensor_load_f32(&d, job->D->data, job->D->dtype, h, 1);
+    float A = -expf(a_log);
+    float *S = f32_mut(job->state) + (((int64_t)job->slots[s] * H + h) * P) * N;
+    int64_t width = (int64_t)H * P, bc_width = (int64_t)job->groups * N;
+    for (int64_t t = first; t < first + count; t++) {
+        float dt = f32_data(job->dt)[t * H + h];
+        float decay = expf(dt * A);
+        const float *x = f32_data(job->x) + t * width + (int64_t)h * P;
+        const float *Bt = f32_data(job->B) + t * bc_width + (int64_t)g * N;
+        const float *Ct = f32_data(job->C) + t * bc_width + (int64_t)g * N;
+        float *y = f32_mut(job->y) + t * width + (int64_t)h * P;
+        for (int p = 0; p < P; p++) {
+            float *row = S + (int64_t)p * N;
+            float dtx = dt * x[p];
+            float sum = 0;
+            for (int n = 0; n < N; n++) {
+                row[n] = row[n] * decay + dtx * Bt[n];
+                sum += Ct[n] * row[n];
+            }
+            y[p] = sum + d * x[p];
+        }
+    }
+}
+
+static int cpu_ssm_scan(struct backend *be, struct tensor *y, const struct tensor *x,
+                        const struct tensor *dt, const struct tensor *A_log, const struct tensor *B,
+                        const struct tensor *C, const struct tensor *D, struct tensor *ssm_state,
+                        const struct tensor *query_start, const struct tensor *state_slots,
+                        int num_heads, int head_dim, int num_groups, int state_size)
+{
+    if (check_state_step(be, "ssm_scan", ssm_state, query_start, state_slots, tensor_rows(x)) != 0)
+        return -1;
+    const int32_t *slots = state_slots->data;
+    struct ssm_job job = {.y = y,
+                          .x = x,
+                          .dt = dt,
+                          .A_log = A_log,
+                          .B = B,
+                          .C = C,
+                          .D = D,
+                          .state = ssm_state,
+                          .starts = query_start->data,
+                          .slots = slots,
+                          .heads = num_heads,
+                          .head_dim = head_dim,
+                          .groups = num_groups,
+                          .state_size = state_size};
+    thread_pool_run(cpu(be)->pool, state_slots->shape[0] * num_heads, ssm_task, &job);
+    return 0;
+}
+
 // Element-wise -------------------------------------------------------------------------------
 
 struct elementwise_job {
@@ -1039,6 +1214,8 @@ static const struct backend_ops cpu_ops = {
     .attention = cpu_attention,
     .kv_cache_write = cpu_kv_cache_write,
     .attention_paged = cpu_attention_paged,
+    .conv1d_causal = cpu_conv1d_causal,
+    .ssm_scan = cpu_ssm_scan,
     .activation = cpu_activation,
     .swiglu = cpu_swiglu,
     .add = cpu_add,

@@ -464,3 +464,201 @@ int kv_step_upload(struct kv_cache *cache, const struct kv_step *step, struct kv
     }
     return KV_CACHE_OK;
 }
+
+// Recurrent state ------------------------------------------------------------------------------
+
+struct state_cache {
+    struct backend *backend;
+    struct state_cache_config config;
+    int num_slots;
+    size_t bytes_per_slot;
+    struct tensor **conv, **ssm; // per layer
+    unsigned char *in_use;       // per slot
+    int free_count;
+};
+
+struct state_cache *state_cache_create(struct backend *backend,
+                                       const struct state_cache_config *config, char *err,
+                                       size_t err_size)
+{
+    const struct state_cache_config *c = config;
+    if (c->num_layers <= 0 || c->conv_channels <= 0 || c->conv_kernel < 1 || c->num_heads <= 0 ||
+        c->head_dim <= 0 || c->state_size <= 0 || c->max_slots < 0) {
+        snprintf(err, err_size,
+                 "state cache: layers, channels, kernel, heads, head dim and "
+                 "state size must be positive");
+        return NULL;
+    }
+    struct state_cache *cache = calloc(1, sizeof *cache);
+    if (!cache) {
+        snprintf(err, err_size, "state cache: out of memory");
+        return NULL;
+    }
+    cache->backend = backend;
+    cache->config = *c;
+    size_t conv = (size_t)(c->conv_kernel - 1) * (size_t)c->conv_channels;
+    size_t ssm = (size_t)c->num_heads * (size_t)c->head_dim * (size_t)c->state_size;
+    cache->bytes_per_slot = (conv + ssm) * sizeof(float) * (size_t)c->num_layers;
+    size_t slots = c->budget_bytes / cache->bytes_per_slot;
+    if (c->max_slots > 0 && slots > (size_t)c->max_slots)
+        slots = (size_t)c->max_slots;
+    if (slots > INT32_MAX)
+        slots = INT32_MAX;
+    if (slots == 0) {
+        snprintf(err, err_size,
+                 "state cache: a budget of %zu bytes holds no slot (one slot "
+                 "takes %zu bytes over %d layers)",
+                 c->budget_bytes, cache->bytes_per_slot, c->num_layers);
+        goto fail;
+    }
+    cache->num_slots = (int)slots;
+    cache->free_count = cache->num_slots;
+    cache->conv = calloc((size_t)c->num_layers, sizeof *cache->conv);
+    cache->ssm = calloc((size_t)c->num_layers, sizeof *cache->ssm);
+    cache->in_use = calloc(slots, 1);
+    if (!cache->conv || !cache->ssm || !cache->in_use) {
+        snprintf(err, err_size, "state cache: out of memory");
+        goto fail;
+    }
+    int64_t conv_shape[3] = {cache->num_slots, c->conv_kernel - 1, c->conv_channels};
+    int64_t ssm_shape[4] = {cache->num_slots, c->num_heads, c->head_dim, c->state_size};
+    for (int layer = 0; layer < c->num_layers; layer++) {
+        char name[64];
+        snprintf(name, sizeof name, "state_cache.%d.conv", layer);
+        cache->conv[layer] = tensor_new(backend, TENSOR_F32, 3, conv_shape, name, err, err_size);
+        if (!cache->conv[layer])
+            goto fail;
+        snprintf(name, sizeof name, "state_cache.%d.ssm", layer);
+        cache->ssm[layer] = tensor_new(backend, TENSOR_F32, 4, ssm_shape, name, err, err_size);
+        if (!cache->ssm[layer])
+            goto fail;
+    }
+    return cache;
+fail:
+    state_cache_free(cache);
+    return NULL;
+}
+
+void state_cache_free(struct state_cache *cache)
+{
+    if (!cache)
+        return;
+    for (int layer = 0; cache->conv && layer < cache->config.num_layers; layer++) {
+        tensor_free(cache->conv[layer]);
+        tensor_free(cache->ssm[layer]);
+    }
+    free(cache->conv);
+    free(cache->ssm);
+    free(cache->in_use);
+    free(cache);
+}
+
+int state_cache_num_slots(const struct state_cache *cache)
+{
+    return cache->num_slots;
+}
+
+int state_cache_free_slots(const struct state_cache *cache)
+{
+    return cache->free_count;
+}
+
+size_t state_cache_bytes_per_slot(const struct state_cache *cache)
+{
+    return cache->bytes_per_slot;
+}
+
+struct tensor *state_cache_conv(struct state_cache *cache, int layer)
+{
+    return layer >= 0 && layer < cache->config.num_layers ? cache->conv[layer] : NULL;
+}
+
+struct tensor *state_cache_ssm(struct state_cache *cache, int layer)
+{
+    return layer >= 0 && layer < cache->config.num_layers ? cache->ssm[layer] : NULL;
+}
+
+// A view of one slot of a per-layer state tensor (its rows for that slot).
+static struct tensor *slot_view(struct tensor *t, int slot, char *err, size_t err_size)
+{
+    int64_t rows_per_slot = tensor_rows(t) / t->shape[0];
+    int64_t shape[2] = {rows_per_slot, tensor_cols(t)};
+    return tensor_view(t, (int64_t)slot * rows_per_slot, rows_per_slot, 2, shape, err, err_size);
+}
+
+int state_cache_slot_new(struct state_cache *cache, int *slot, char *err, size_t err_size)
+{
+    int found = -1;
+    for (int i = 0; i < cache->num_slots && found < 0; i++)
+        if (!cache->in_use[i])
+            found = i;
+    if (found < 0) {
+        snprintf(err, err_size, "state cache: all %d slots are in use", cache->num_slots);
+        return KV_CACHE_NO_SPACE;
+    }
+    size_t largest = 0;
+    for (int layer = 0; layer < cache->config.num_layers; layer++) {
+        size_t conv = tensor_bytes(cache->conv[layer]) / (size_t)cache->num_slots;
+        size_t ssm = tensor_bytes(cache->ssm[layer]) / (size_t)cache->num_slots;
+        largest = conv > largest ? conv : largest;
+        largest = ssm > largest ? ssm : largest;
+    }
+    void *zeros = calloc(1, largest ? largest : 1);
+    if (!zeros) {
+        snprintf(err, err_size, "state cache: out of memory");
+        return KV_CACHE_ERROR;
+    }
+    int rc = KV_CACHE_OK;
+    for (int layer = 0; layer < cache->config.num_layers && rc == KV_CACHE_OK; layer++) {
+        struct tensor *parts[2] = {cache->conv[layer], cache->ssm[layer]};
+        for (int i = 0; i < 2 && rc == KV_CACHE_OK; i++) {
+            struct tensor *view = slot_view(parts[i], found, err, err_size);
+            if (!view || tensor_write(view, zeros, tensor_bytes(view), err, err_size) != 0)
+                rc = KV_CACHE_ERROR;
+            tensor_free(view);
+        }
+    }
+    free(zeros);
+    if (rc != KV_CACHE_OK)
+        return rc;
+    cache->in_use[found] = 1;
+    cache->free_count--;
+    *slot = found;
+    return KV_CACHE_OK;
+}
+
+void state_cache_slot_free(struct state_cache *cache, int slot)
+{
+    if (slot < 0 || slot >= cache->num_slots || !cache->in_use[slot])
+        return;
+    cache->in_use[slot] = 0;
+    cache->free_count++;
+}
+
+int state_cache_copy(struct state_cache *cache, int from, int to, char *err, size_t err_size)
+{
+    if (from < 0 || from >= cache->num_slots || to < 0 || to >= cache->num_slots ||
+        !cache->in_use[from] || !cache->in_use[to]) {
+        snprintf(err, err_size, "state cache: copy from slot %d to slot %d: both must be in use",
+                 from, to);
+        return KV_CACHE_ERROR;
+    }
+    if (from == to)
+        return KV_CACHE_OK;
+    for (int layer = 0; layer < cache->config.num_layers; layer++) {
+        struct tensor *parts[2] = {cache->conv[layer], cache->ssm[layer]};
+        for (int i = 0; i < 2; i++) {
+            struct tensor *src = slot_view(parts[i], from, err, err_size);
+            struct tensor *dst = slot_view(parts[i], to, err, err_size);
+            int rc = src && dst ? op_copy(cache->backend, dst, src) : -1;
+            if (src && dst && rc != 0)
+                snprintf(err, err_size, "state cache: copy failed: %s",
+                         backend_error(cache->backend));
+            tensor_free(src);
+            tensor_free(dst);
+            if (rc != 0)
+                return KV_CACHE_ERROR;
+        }
+    }
+    return KV_CACHE_OK;
+}

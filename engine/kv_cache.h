@@ -107,6 +107,41 @@ int kv_step_upload(struct kv_cache *cache, const struct kv_step *step, struct kv
                    char *err, size_t err_size);
 void kv_step_tensors_free(struct kv_step_tensors *tensors);
 
+// Recurrent state (Mamba2 layers of hybrid models) ----------------------------------------------
+// Per-sequence state instead of blocks: for every Mamba layer a conv state [K-1, conv_channels]
+// and an SSM state [heads, head_dim, state_size], f32, in slots of two tensors per layer
+// ([slots, K-1, C] and [slots, H, P, N], as op_conv1d_causal / op_ssm_scan take them). A slot
+// is copied whole (every layer) to snapshot a sequence at a prefix boundary and to restore it:
+// stage 2 of a clip starts from the state after its video prefix instead of recomputing it.
+
+struct state_cache_config {
+    int num_layers; // Mamba layers
+    int conv_channels;
+    int conv_kernel;
+    int num_heads;
+    int head_dim;
+    int state_size;
+    size_t budget_bytes; // slots = budget / bytes per slot
+    int max_slots;       // and at most this many (0: no cap beyond the budget)
+};
+
+struct state_cache;
+
+struct state_cache *state_cache_create(struct backend *backend,
+                                       const struct state_cache_config *config, char *err,
+                                       size_t err_size);
+void state_cache_free(struct state_cache *cache);
+int state_cache_num_slots(const struct state_cache *cache);
+int state_cache_free_slots(const struct state_cache *cache);
+size_t state_cache_bytes_per_slot(const struct state_cache *cache);
+struct tensor *state_cache_conv(struct state_cache *cache, int layer);
+struct tensor *state_cache_ssm(struct state_cache *cache, int layer);
+// A zeroed slot (the state of an empty sequence). KV_CACHE_NO_SPACE when none is free.
+int state_cache_slot_new(struct state_cache *cache, int *slot, char *err, size_t err_size);
+void state_cache_slot_free(struct state_cache *cache, int slot);
+// Copies every layer's state of slot `from` into slot `to` (snapshot / restore / fork).
+int state_cache_copy(struct state_cache *cache, int from, int to, char *err, size_t err_size);
+
 #ifdef __cplusplus
 }
 #endif

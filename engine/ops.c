@@ -368,6 +368,107 @@ int op_attention_paged(struct backend *be, struct tensor *out, const struct tens
                                     block_tables, num_heads, num_kv_heads, head_dim, scale);
 }
 
+static int check_state_batch(struct backend *be, const char *op, const struct tensor *state,
+                             const struct tensor *query_start, const struct tensor *state_slots)
+{
+    TRY(check_tensor(be, op, "query_start", query_start));
+    TRY(check_tensor(be, op, "state_slots", state_slots));
+    TRY(check_dtype(be, op, "query_start", query_start, DT(TENSOR_I32)));
+    TRY(check_dtype(be, op, "state_slots", state_slots, DT(TENSOR_I32)));
+    TRY(check_dtype(be, op, "state", state, DT(TENSOR_F32)));
+    if (state_slots->ndim != 1 || query_start->ndim != 1 ||
+        query_start->shape[0] != state_slots->shape[0] + 1)
+        return backend_set_error(be,
+                                 "%s: query_start (%s) needs one entry more than "
+                                 "state_slots (%s)",
+                                 op, DESCRIBE(query_start), DESCRIBE(state_slots));
+    return 0;
+}
+
+int op_conv1d_causal(struct backend *be, struct tensor *out, const struct tensor *x,
+                     const struct tensor *weight, const struct tensor *bias,
+                     struct tensor *conv_state, const struct tensor *query_start,
+                     const struct tensor *state_slots)
+{
+    const char *op = "conv1d_causal";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "out", out));
+    TRY(check_tensor(be, op, "x", x));
+    TRY(check_tensor(be, op, "weight", weight));
+    TRY(check_tensor(be, op, "conv_state", conv_state));
+    TRY(check_state_batch(be, op, conv_state, query_start, state_slots));
+    TRY(check_dtype(be, op, "x", x, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "weight", weight, WEIGHTS));
+    int64_t channels = tensor_cols(x);
+    if (weight->ndim != 2 || weight->shape[0] != channels || weight->shape[1] < 1)
+        return backend_set_error(be, "%s: weight (%s) should be [%lld, kernel]", op,
+                                 DESCRIBE(weight), (long long)channels);
+    int64_t kernel = weight->shape[1];
+    if (conv_state->ndim != 3 || conv_state->shape[1] != kernel - 1 ||
+        conv_state->shape[2] != channels)
+        return backend_set_error(be, "%s: conv_state (%s) should be [slots, %lld, %lld]", op,
+                                 DESCRIBE(conv_state), (long long)(kernel - 1),
+                                 (long long)channels);
+    if (bias) {
+        TRY(check_tensor(be, op, "bias", bias));
+        TRY(check_dtype(be, op, "bias", bias, WEIGHTS));
+        TRY(check_vector(be, op, "bias", bias, channels));
+    }
+    TRY(check_rows_cols(be, op, "out", out, tensor_rows(x), channels));
+    TRY(check_no_alias(be, op, out, x, "x"));
+    return be->ops->conv1d_causal(be, out, x, weight, bias, conv_state, query_start, state_slots);
+}
+
+int op_ssm_scan(struct backend *be, struct tensor *y, const struct tensor *x,
+                const struct tensor *dt, const struct tensor *A_log, const struct tensor *B,
+                const struct tensor *C, const struct tensor *D, struct tensor *ssm_state,
+                const struct tensor *query_start, const struct tensor *state_slots, int num_heads,
+                int head_dim, int num_groups, int state_size)
+{
+    const char *op = "ssm_scan";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "y", y));
+    TRY(check_tensor(be, op, "x", x));
+    TRY(check_tensor(be, op, "dt", dt));
+    TRY(check_tensor(be, op, "A_log", A_log));
+    TRY(check_tensor(be, op, "B", B));
+    TRY(check_tensor(be, op, "C", C));
+    TRY(check_tensor(be, op, "D", D));
+    TRY(check_tensor(be, op, "ssm_state", ssm_state));
+    TRY(check_state_batch(be, op, ssm_state, query_start, state_slots));
+    if (num_heads <= 0 || head_dim <= 0 || num_groups <= 0 || state_size <= 0 ||
+        num_heads % num_groups)
+        return backend_set_error(be,
+                                 "%s: %d heads of %d, %d groups, state %d: all positive and "
+                                 "groups divide heads",
+                                 op, num_heads, head_dim, num_groups, state_size);
+    int64_t tokens = tensor_rows(x);
+    TRY(check_dtype(be, op, "x", x, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "y", y, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "dt", dt, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "B", B, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "C", C, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "A_log", A_log, WEIGHTS));
+    TRY(check_dtype(be, op, "D", D, WEIGHTS));
+    TRY(check_rows_cols(be, op, "x", x, tokens, (int64_t)num_heads * head_dim));
+    TRY(check_rows_cols(be, op, "y", y, tokens, (int64_t)num_heads * head_dim));
+    TRY(check_rows_cols(be, op, "dt", dt, tokens, num_heads));
+    TRY(check_rows_cols(be, op, "B", B, tokens, (int64_t)num_groups * state_size));
+    TRY(check_rows_cols(be, op, "C", C, tokens, (int64_t)num_groups * state_size));
+    TRY(check_vector(be, op, "A_log", A_log, num_heads));
+    TRY(check_vector(be, op, "D", D, num_heads));
+    if (ssm_state->ndim != 4 || ssm_state->shape[1] != num_heads ||
+        ssm_state->shape[2] != head_dim || ssm_state->shape[3] != state_size)
+        return backend_set_error(be, "%s: ssm_state (%s) should be [slots, %d, %d, %d]", op,
+                                 DESCRIBE(ssm_state), num_heads, head_dim, state_size);
+    TRY(check_no_alias(be, op, y, x, "x"));
+    return be->ops->ssm_scan(be, y, x, dt, A_log, B, C, D, ssm_state, query_start, state_slots,
+                             num_heads, head_dim, num_groups, state_size);
+}
+
 int op_activation(struct backend *be, struct tensor *out, const struct tensor *x,
                   enum activation act)
 {

@@ -132,6 +132,41 @@ int op_attention_paged(struct backend *be, struct tensor *out, const struct tens
                        const struct tensor *block_tables, int num_heads, int num_kv_heads,
                        int head_dim, float scale);
 
+// State-space (Mamba2) ----------------------------------------------------------------------------
+// Recurrent layers keep per-sequence state between steps instead of a KV cache. Each sequence
+// of the step names its state slot (state_slots: I32 [num_seqs]); the op reads the state the
+// sequence had before this step's tokens and leaves the state after its last token, so a
+// prompt prefilled in chunks, in one piece, or one token at a time gives identical results.
+// Sequences with no tokens this step keep their state. A new sequence's slot must be zeroed
+// (state_cache_slot_new does it).
+
+// Depthwise causal conv1d (Mamba2's conv over xBC). x: f32 [T, C]; weight: [C, K] (the
+// checkpoint's [C, 1, K] viewed 2-D), any float dtype; bias: [C] or NULL; conv_state: f32
+// [slots, K-1, C], the K-1 inputs before each sequence's first token of the step. With `in`
+// = the state rows followed by the sequence's tokens:
+//   out[t, c] = bias[c] + sum_{j<K} weight[c, j] * in[t + j, c]
+// (in[t + K-1] is token t itself), and the state becomes the last K-1 rows of `in`.
+// query_start: I32 [num_seqs + 1] as for attention. out: f32 [T, C], must not alias x.
+int op_conv1d_causal(struct backend *be, struct tensor *out, const struct tensor *x,
+                     const struct tensor *weight, const struct tensor *bias,
+                     struct tensor *conv_state, const struct tensor *query_start,
+                     const struct tensor *state_slots);
+
+// Mamba2 selective scan with the D skip. For head h (group g = h / (num_heads / num_groups)),
+// head channel p, state index n, token t of a sequence, in order:
+//   A = -exp(A_log[h]);  S[h,p,n] = S[h,p,n] * exp(dt[t,h] * A) + dt[t,h] * B[t,g,n] * x[t,h,p]
+//   y[t,h,p] = sum_n C[t,g,n] * S[h,p,n] + D[h] * x[t,h,p]
+// dt is already softplus(dt_raw + dt_bias) (op_add + op_activation). x: f32 [T, H*P];
+// dt: f32 [T, H]; B, C: f32 [T, G*N]; A_log, D: [H], any float dtype; ssm_state: f32
+// [slots, H, P, N], updated in place (f32 always: the recurrence accumulates). y: f32 [T, H*P],
+// must not alias x. The CPU backend runs the recurrence token by token; a GPU backend may
+// use the chunked (SSD) form for prefill, which must agree within rounding.
+int op_ssm_scan(struct backend *be, struct tensor *y, const struct tensor *x,
+                const struct tensor *dt, const struct tensor *A_log, const struct tensor *B,
+                const struct tensor *C, const struct tensor *D, struct tensor *ssm_state,
+                const struct tensor *query_start, const struct tensor *state_slots, int num_heads,
+                int head_dim, int num_groups, int state_size);
+
 // Element-wise -------------------------------------------------------------------------------
 
 enum activation {

@@ -46,6 +46,15 @@ struct backend_ops {
                            const struct tensor *query_start, const struct tensor *context_lens,
                            const struct tensor *block_tables, int num_heads, int num_kv_heads,
                            int head_dim, float scale);
+    int (*conv1d_causal)(struct backend *be, struct tensor *out, const struct tensor *x,
+                         const struct tensor *weight, const struct tensor *bias,
+                         struct tensor *conv_state, const struct tensor *query_start,
+                         const struct tensor *state_slots);
+    int (*ssm_scan)(struct backend *be, struct tensor *y, const struct tensor *x,
+                    const struct tensor *dt, const struct tensor *A_log, const struct tensor *B,
+                    const struct tensor *C, const struct tensor *D, struct tensor *ssm_state,
+                    const struct tensor *query_start, const struct tensor *state_slots,
+                    int num_heads, int head_dim, int num_groups, int state_size);
     int (*activation)(struct backend *be, struct tensor *out, const struct tensor *x,
                       enum activation act);
     int (*swiglu)(struct backend *be, struct tensor *out, const struct tensor *gate,
