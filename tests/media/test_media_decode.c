@@ -150,6 +150,18 @@ static void run_decode_case(const test_case *test)
         assert_true(clip->packets_skipped_nonref > 0);
     assert_int_equal(plain_clip->rgb_bytes, clip->rgb_bytes);
     assert_memory_equal(plain_clip->rgb, clip->rgb, clip->rgb_bytes);
+    if (clip->rotation_degrees != 0) {
+        // Without rotation the frames come out as coded, as Curator/PyAV see them.
+        media_sampling unrotated = sampling;
+        unrotated.apply_rotation = false;
+        media_clip *raw = decode_or_fail(test->name, data, size, &unrotated);
+        assert_int_equal(raw->rotation_degrees, 0);
+        assert_int_equal(raw->width, clip->coded_width);
+        assert_int_equal(raw->height, clip->coded_height);
+        assert_int_equal(raw->width, clip->height);
+        assert_memory_not_equal(raw->rgb, clip->rgb, raw->rgb_bytes);
+        media_clip_free(raw);
+    }
     print_message("%s: %s %dx%d, %d samples, %lld packets sent, %lld non-reference skipped\n",
                   test->name, clip->codec_name, clip->width, clip->height, clip->sample_count,
                   (long long)clip->packets_sent, (long long)clip->packets_skipped_nonref);
