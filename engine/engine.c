@@ -10,6 +10,7 @@
 
 #include "chat_template.h"
 #include "kv_cache.h"
+#include "model_config.h"
 #include "model_manifest.h"
 #include "ops.h"
 #include "preprocess_qwen.h"
@@ -164,75 +165,20 @@ void engine_result_free(struct engine_result *result)
 
 // Opening ------------------------------------------------------------------------------------
 
-static char *read_text_file(const char *dir, const char *name, size_t *size, char *err,
-                            size_t err_size)
-{
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, err_size, "cannot open %s", path);
-        return NULL;
-    }
-    char *text = NULL;
-    if (fseek(f, 0, SEEK_END) != 0)
-        goto fail;
-    long length = ftell(f);
-    if (length < 0 || length > (64L << 20) || fseek(f, 0, SEEK_SET) != 0)
-        goto fail;
-    text = malloc((size_t)length + 1);
-    if (!text || fread(text, 1, (size_t)length, f) != (size_t)length)
-        goto fail;
-    text[length] = '\0';
-    fclose(f);
-    *size = (size_t)length;
-    return text;
-fail:
-    snprintf(err, err_size, "cannot read %s (missing, too large or unreadable)", path);
-    free(text);
-    fclose(f);
-    return NULL;
-}
-
 // Stop tokens: generation_config.json's eos_token_id (a number or a list); the Qwen defaults
-// <|im_end|> and <|endoftext|> when the file is absent.
-static int read_stop_tokens(struct engine *e, char *err, size_t err_size)
+// <|im_end|> and <|endoftext|> when the file does not name any.
+static void set_stop_tokens(struct engine *e, const struct model_config *files)
 {
     struct sampler_settings *st = &e->stop;
+    const struct generation_config *g = &files->generation_config;
     st->stop_token_count = 0;
-    size_t size;
-    char ignored[256];
-    char *text =
-        read_text_file(e->model_dir, "generation_config.json", &size, ignored, sizeof(ignored));
-    if (text) {
-        json_error_t json_error;
-        json_t *root = json_loadb(text, size, 0, &json_error);
-        free(text);
-        if (!root) {
-            snprintf(err, err_size, "%s/generation_config.json: %s (line %d)", e->model_dir,
-                     json_error.text, json_error.line);
-            return -1;
-        }
-        json_t *eos = json_object_get(root, "eos_token_id");
-        if (json_is_integer(eos)) {
-            st->stop_tokens[st->stop_token_count++] = (int32_t)json_integer_value(eos);
-        } else if (json_is_array(eos)) {
-            size_t i;
-            json_t *v;
-            json_array_foreach(eos, i, v)
-            {
-                if (json_is_integer(v) && st->stop_token_count < SAMPLER_MAX_STOP_TOKENS)
-                    st->stop_tokens[st->stop_token_count++] = (int32_t)json_integer_value(v);
-            }
-        }
-        json_decref(root);
-    }
+    for (int i = 0; i < g->eos_count && i < SAMPLER_MAX_STOP_TOKENS; i++)
+        st->stop_tokens[st->stop_token_count++] = g->eos_token_ids[i];
     if (st->stop_token_count == 0) {
         st->stop_tokens[0] = 151645; // <|im_end|>
         st->stop_tokens[1] = 151643; // <|endoftext|>
         st->stop_token_count = 2;
     }
-    return 0;
 }
 
 static int set_info(struct engine *e, const char *hf_model_id, const char *revision,
@@ -299,7 +245,8 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
         return -1;
     }
     struct engine *e = calloc(1, sizeof(*e));
-    char *config_text = NULL;
+    struct model_config files;
+    int files_loaded = 0;
     if (!e) {
         snprintf(err, err_size, "engine: out of memory");
         return -1;
@@ -315,14 +262,14 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
     e->backend = backend_cpu_create(options->threads, err, err_size);
     if (!e->backend)
         goto fail;
-    size_t config_size;
-    config_text = read_text_file(e->model_dir, "config.json", &config_size, err, err_size);
-    if (!config_text)
+    if (model_config_load(e->model_dir, &files, err, err_size))
         goto fail;
+    files_loaded = 1;
     char source[4200];
     snprintf(source, sizeof(source), "%s/config.json", e->model_dir);
-    if (qwen_config_parse(config_text, config_size, source, &e->config, err, err_size))
+    if (qwen_config_from_json(files.config, source, &e->config, err, err_size))
         goto fail;
+    set_stop_tokens(e, &files);
     if (options->random_weights)
         e->weights =
             qwen_weights_random(&e->config, e->backend, options->random_seed, err, err_size);
@@ -337,7 +284,7 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
     snprintf(tokenizer_path, sizeof(tokenizer_path), "%s/tokenizer.json", e->model_dir);
     if (clipcap_tokenizer_load(tokenizer_path, NULL, &e->tokenizer, err, err_size))
         goto fail;
-    if (read_stop_tokens(e, err, err_size) || read_provenance(e, err, err_size))
+    if (read_provenance(e, err, err_size))
         goto fail;
     e->max_requests =
         options->max_batch_requests > 0 ? options->max_batch_requests : ENGINE_DEFAULT_MAX_REQUESTS;
@@ -371,11 +318,12 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
         snprintf(err, err_size, "engine: out of memory for logits");
         goto fail;
     }
-    free(config_text);
+    model_config_free(&files);
     *out = e;
     return 0;
 fail:
-    free(config_text);
+    if (files_loaded)
+        model_config_free(&files);
     engine_close(e);
     return -1;
 }

@@ -65,11 +65,24 @@ int qwen_config_parse(const char *json_text, size_t size, const char *source,
 {
     memset(out, 0, sizeof(*out));
     json_error_t json_error;
-    json_t *root = json_loadb(json_text, size, 0, &json_error);
+    json_t *root = json_loadb(json_text, size, JSON_REJECT_DUPLICATES, &json_error);
     if (!root || !json_is_object(root)) {
         snprintf(err, err_size, "%s: not a JSON object (line %d: %s)", source, json_error.line,
                  root ? "top level is not an object" : json_error.text);
         json_decref(root);
+        return -1;
+    }
+    int rc = qwen_config_from_json(root, source, out, err, err_size);
+    json_decref(root);
+    return rc;
+}
+
+int qwen_config_from_json(const json_t *root, const char *source, struct qwen_config *out,
+                          char *err, size_t err_size)
+{
+    memset(out, 0, sizeof(*out));
+    if (!json_is_object(root)) {
+        snprintf(err, err_size, "%s: not a JSON object", source);
         return -1;
     }
     // transformers >= 4.52 nests the LLM fields under text_config; older files keep them at
@@ -233,10 +246,8 @@ int qwen_config_parse(const char *json_text, size_t size, const char *source,
                      source, i, vc->fullatt_block_indexes[i], vc->depth);
             goto fail;
         }
-    json_decref(root);
     return 0;
 fail:
-    json_decref(root);
     return -1;
 }
 

@@ -13,6 +13,8 @@
 #include "qwen2_5_vl_layout.h"
 #include "tensor.h"
 
+#include <jansson.h>
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -64,6 +66,9 @@ struct qwen_config {
 // Validates what the forward passes rely on (head dims, divisibility, mrope sections).
 int qwen_config_parse(const char *json_text, size_t size, const char *source_name,
                       struct qwen_config *out, char *err, size_t err_size);
+// The same from a parsed config.json (model_config.h's tree).
+int qwen_config_from_json(const json_t *root, const char *source_name, struct qwen_config *out,
+                          char *err, size_t err_size);
 
 // Patch row length: in_channels * temporal_patch * patch^2 (1176).
 int qwen_patch_row_size(const struct qwen_config *config);
