@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <utf8proc.h>
 
 #include "chat_template.h"
 #include "tokenizer.h"
@@ -69,6 +70,91 @@ static void test_invalid_utf8_is_rejected(void **state)
         assert_int_equal(ids.ids[0], kept);
         clipcap_token_list_free(&ids);
     }
+}
+
+/* Independent validity check for the random test: utf8proc's decoder. */
+static bool utf8proc_says_valid(const unsigned char *s, size_t size)
+{
+    utf8proc_ssize_t at = 0;
+    while ((size_t)at < size) {
+        utf8proc_int32_t c;
+        utf8proc_ssize_t n = utf8proc_iterate(s + at, (utf8proc_ssize_t)size - at, &c);
+        if (n <= 0)
+            return false;
+        at += n;
+    }
+    return true;
+}
+
+/* Random bytes, mostly near-valid UTF-8: encode must fail exactly when utf8proc rejects the
+ * input, and otherwise decode(encode(x)) must give NFC(x) back (Qwen's pipeline loses nothing
+ * else). Under ASan this is also a small fuzz of the whole encode path. */
+static void test_random_bytes(void **state)
+{
+    clipcap_tokenizer *tokenizer = *state;
+    static const unsigned char alphabet[] = {'a',  ' ',  '\n', '\'', '1',  '<',  '|',  '>',
+                                             0xC3, 0xA9, 0xCC, 0x81, 0xE4, 0xB8, 0xAD, 0xF0,
+                                             0x9F, 0x98, 0x80, 0xED, 0xA0, 0xFF, 0x80, 0xC0};
+    uint32_t seed = 12345;
+    size_t valid = 0;
+    for (int round = 0; round < 3000; round++) {
+        unsigned char text[48];
+        size_t size = 0;
+        seed = seed * 1103515245u + 12345u;
+        size_t length = (seed >> 16) % sizeof(text);
+        while (size < length) {
+            seed = seed * 1103515245u + 12345u;
+            uint32_t pick = seed >> 16;
+            static const char *const characters[] = {"a",
+                                                     " ",
+                                                     "\n",
+                                                     "'s",
+                                                     "12",
+                                                     "<|im_end|>",
+                                                     "e\xcc\x81",
+                                                     "\xe4\xb8\xad",
+                                                     "\xf0\x9f\x98\x80",
+                                                     "\xc3\xa9",
+                                                     "\t\n "};
+            const char *character = characters[pick % (sizeof(characters) / sizeof(char *))];
+            /* Odd rounds also draw single bytes, most of which break the encoding. */
+            if (round % 2 == 1 && pick % 3 == 0) {
+                text[size++] = alphabet[(pick >> 4) % sizeof(alphabet)];
+            } else if (size + strlen(character) <= length) {
+                memcpy(text + size, character, strlen(character));
+                size += strlen(character);
+            } else {
+                break;
+            }
+        }
+        char err[256];
+        clipcap_token_list ids = {0};
+        int rc = clipcap_tokenizer_encode(tokenizer, (const char *)text, size, true, &ids, err,
+                                          sizeof(err));
+        bool expect_valid = utf8proc_says_valid(text, size);
+        if ((rc == 0) != expect_valid)
+            fail_msg("round %d: encode returned %d, utf8proc says %s (%s)", round, rc,
+                     expect_valid ? "valid" : "invalid", rc ? err : "");
+        if (rc == 0) {
+            valid++;
+            utf8proc_uint8_t *nfc = NULL;
+            utf8proc_ssize_t nfc_size = utf8proc_map(text, (utf8proc_ssize_t)size, &nfc,
+                                                     UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+            assert_true(nfc_size >= 0);
+            char *decoded;
+            size_t decoded_size;
+            assert_int_equal(clipcap_tokenizer_decode(tokenizer, ids.ids, ids.count, false,
+                                                      &decoded, &decoded_size, err, sizeof(err)),
+                             0);
+            assert_int_equal(decoded_size, (size_t)nfc_size);
+            assert_memory_equal(decoded, nfc, decoded_size);
+            free(decoded);
+            free(nfc);
+        }
+        clipcap_token_list_free(&ids);
+    }
+    assert_true(valid > 300); /* both branches were exercised */
+    assert_true(valid < 2700);
 }
 
 static void test_input_size_cap(void **state)
@@ -245,6 +331,7 @@ int main(int argc, char **argv)
     qwen_path = argv[1];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_invalid_utf8_is_rejected),
+        cmocka_unit_test(test_random_bytes),
         cmocka_unit_test(test_input_size_cap),
         cmocka_unit_test(test_decode_unknown_id_fails),
         cmocka_unit_test(test_chat_text_cannot_forge_special_tokens),
