@@ -112,6 +112,10 @@ def main():
         "hevc_10bit_mkv": ("hevc10.mkv", src.format("256x144", 25), 6,
                            ["-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt",
                             "yuv420p10le", "-x265-params", "log-level=error"], None, None),
+        "hevc_8bit_mp4": ("hevc8.mp4", src.format("128x72", 25), 4,
+                          ["-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+                           "-tag:v", "hvc1", "-x265-params", "log-level=error"], None, None),
+        "h264_mkv": ("h264.mkv", src.format("192x108", 24), 5, x264, None, None),
         "vp9_odd_webm": ("vp9_odd.webm", src.format("322x242", 24), 3,
                          ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8",
                           "-b:v", "300k", "-pix_fmt", "yuv420p"], "crop=321:241:0:0:exact=1", None),
@@ -150,7 +154,8 @@ def main():
         fields += [len(indices)] + indices + [repr(t) for t in times]
         lines.append(" ".join(str(f) for f in fields))
 
-    for name in ["h264_mp4", "h264_1080p_mp4", "hevc_10bit_mkv", "vp9_odd_webm", "av1_mp4",
+    for name in ["h264_mp4", "h264_1080p_mp4", "hevc_10bit_mkv", "hevc_8bit_mp4", "h264_mkv",
+                 "vp9_odd_webm", "av1_mp4",
                  "mpeg4_mov", "h264_long_mp4", "h264_rotated_mp4", "h264_vfr_mp4"]:
         decode_case(name, clips[name][0])
     decode_case("h264_span_mp4", "h264.mp4", 2.0, 6.0)

@@ -1,6 +1,7 @@
 // Decode tests over the clips make_clips.py generated (argv[1] = its manifest.txt). Every
 // expectation in the manifest comes from ffprobe/ffmpeg and sampling_reference.py, never from
 // the code under test.
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -268,6 +269,53 @@ static void run_case(void **state)
     }
 }
 
+typedef struct concurrent_decode {
+    const uint8_t *data;
+    size_t size;
+    media_clip *clip;
+    enum media_error error;
+} concurrent_decode;
+
+static void *decode_thread(void *argument)
+{
+    concurrent_decode *job = argument;
+    media_sampling sampling;
+    media_sampling_default(&sampling);
+    sampling.decode_threads = 1;
+    media_limits limits;
+    media_limits_default(&limits);
+    char err[256];
+    job->error =
+        media_decode_clip(job->data, job->size, &sampling, &limits, &job->clip, err, sizeof(err));
+    return NULL;
+}
+
+// The daemon decodes clips on a pool of threads: concurrent decodes of the same bytes must
+// not interfere (no global state in media/).
+static void run_concurrent_case(void **state)
+{
+    const test_case *test = *state;
+    size_t size = 0;
+    uint8_t *data = read_file(test->clip_path, &size);
+    enum { THREADS = 4 };
+    concurrent_decode jobs[THREADS];
+    pthread_t threads[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        jobs[i] = (concurrent_decode){.data = data, .size = size};
+        assert_int_equal(pthread_create(&threads[i], NULL, decode_thread, &jobs[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_join(threads[i], NULL), 0);
+    for (int i = 0; i < THREADS; i++) {
+        assert_int_equal(jobs[i].error, MEDIA_OK);
+        assert_int_equal(jobs[i].clip->rgb_bytes, jobs[0].clip->rgb_bytes);
+        assert_memory_equal(jobs[i].clip->rgb, jobs[0].clip->rgb, jobs[0].clip->rgb_bytes);
+    }
+    for (int i = 0; i < THREADS; i++)
+        media_clip_free(jobs[i].clip);
+    free(data);
+}
+
 static void test_invalid_arguments(void **state)
 {
     (void)state;
@@ -335,6 +383,13 @@ int main(int argc, char **argv)
             (struct CMUnitTest){.name = test->name, .test_func = run_case, .initial_state = test};
         count++;
     }
+    for (int i = 1; i < count && count < capacity; i++)
+        if (cases[i].kind == CASE_DECODE) {
+            tests[count++] = (struct CMUnitTest){.name = "concurrent_decodes",
+                                                 .test_func = run_concurrent_case,
+                                                 .initial_state = &cases[i]};
+            break;
+        }
     if (count < 30) {
         fprintf(stderr, "manifest %s: only %d cases\n", argv[1], count - 1);
         return 2;
