@@ -75,6 +75,20 @@ static float *f32_mut(struct tensor *t)
 static const float *row_f32(const struct tensor *t, int64_t row, int64_t cols, int64_t col,
                             int64_t count, float *scratch)
 {
+    if (t->quant == TENSOR_QUANT_NVFP4) {
+        // cols and col are logical (two values per byte); group scales per group_size values.
+        const uint8_t *packed = (const uint8_t *)t->data + row * (cols / 2);
+        const struct tensor *gs = t->group_scale;
+        int64_t groups = cols / t->group_size;
+        for (int64_t i = 0; i < count; i++) {
+            int64_t k = col + i;
+            unsigned nibble = (packed[k / 2] >> ((k & 1) * 4)) & 0xf;
+            float group_scale;
+            tensor_load_f32(&group_scale, gs->data, gs->dtype, row * groups + k / t->group_size, 1);
+            scratch[i] = nvfp4_e2m1_value(nibble) * group_scale * t->scale;
+        }
+        return scratch;
+    }
     int64_t first = row * cols + col;
     if (t->dtype == TENSOR_F32)
         return f32_data(t) + first;
@@ -314,14 +328,14 @@ static void matmul_tile(void *arg, int64_t task, int worker)
         }
         // Rows past the edge of the matrix repeat the last real one: the micro kernel then
         // computes a few unused sums instead of needing edge variants.
-        for (int64_t j = 0; j < MATMUL_COLS; j++)
-            w_rows[j] =
-                j < cols ? row_f32(job->w, col0 + j, job->k, k0, depth, w_chunk + j * MATMUL_DEPTH)
-                         : w_rows[cols - 1];
-        for (int64_t i = 0; i < MATMUL_ROWS; i++)
-            x_rows[i] =
-                i < rows ? row_f32(job->x, row0 + i, job->k, k0, depth, x_chunk + i * MATMUL_DEPTH)
-                         : x_rows[rows - 1];
+        for (int64_t j = 0; j < cols; j++)
+            w_rows[j] = row_f32(job->w, col0 + j, job->k, k0, depth, w_chunk + j * MATMUL_DEPTH);
+        for (int64_t j = cols; j < MATMUL_COLS; j++)
+            w_rows[j] = w_rows[cols - 1];
+        for (int64_t i = 0; i < rows; i++)
+            x_rows[i] = row_f32(job->x, row0 + i, job->k, k0, depth, x_chunk + i * MATMUL_DEPTH);
+        for (int64_t i = rows; i < MATMUL_ROWS; i++)
+            x_rows[i] = x_rows[rows - 1];
         int64_t i = 0;
         for (; i + MICRO_ROWS <= rows; i += MICRO_ROWS)
             for (int64_t j = 0; j < cols; j += MICRO_COLS)
@@ -351,7 +365,7 @@ static int cpu_matmul(struct backend *be, struct tensor *out, const struct tenso
     struct matmul_job job = {.out = out, .x = x, .w = w, .bias = bias};
     job.m = tensor_rows(x);
     job.n = w->shape[0];
-    job.k = w->shape[1];
+    job.k = tensor_logical_cols(w);
     if (job.m == 0 || job.n == 0)
         return 0;
     job.col_tiles = (job.n + MATMUL_COLS - 1) / MATMUL_COLS;

@@ -131,11 +131,25 @@ int op_matmul(struct backend *be, struct tensor *out, const struct tensor *x,
     TRY(check_tensor(be, op, "x", x));
     TRY(check_tensor(be, op, "w", w));
     TRY(check_dtype(be, op, "x", x, ACTIVATIONS));
-    TRY(check_dtype(be, op, "w", w, WEIGHTS));
     TRY(check_dtype(be, op, "out", out, ACTIVATIONS));
     if (w->ndim != 2)
         return backend_set_error(be, "%s: w (%s) must be 2-D", op, DESCRIBE(w));
-    int64_t n = w->shape[0], k = w->shape[1];
+    int64_t n = w->shape[0], k = tensor_logical_cols(w);
+    if (w->quant == TENSOR_QUANT_NVFP4) {
+        const struct tensor *gs = w->group_scale;
+        TRY(check_dtype(be, op, "w", w, DT(TENSOR_U8)));
+        if (w->group_size <= 0 || w->group_size % 2 || k % w->group_size)
+            return backend_set_error(be, "%s: w (%s): group size %d does not divide %lld", op,
+                                     DESCRIBE(w), w->group_size, (long long)k);
+        TRY(check_tensor(be, op, "w group scales", gs));
+        TRY(check_dtype(be, op, "w group scales", gs, DT(TENSOR_F8_E4M3) | DT(TENSOR_F32)));
+        TRY(check_rows_cols(be, op, "w group scales", gs, n, k / w->group_size));
+    } else if (w->quant != TENSOR_QUANT_NONE) {
+        return backend_set_error(be, "%s: w (%s): unknown quantization %d", op, DESCRIBE(w),
+                                 (int)w->quant);
+    } else {
+        TRY(check_dtype(be, op, "w", w, WEIGHTS));
+    }
     TRY(check_rows_cols(be, op, "x", x, -1, k));
     TRY(check_rows_cols(be, op, "out", out, tensor_rows(x), n));
     if (bias) {

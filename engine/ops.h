@@ -54,8 +54,9 @@ void backend_clear_error(struct backend *backend);
 // Linear algebra -------------------------------------------------------------------------------
 
 // out[M,N] = x[M,K] @ w[N,K]^T (+ bias[N]). x: f32 or bf16. w: f32, bf16, f16 or fp8 e4m3
-// (times w->scale). bias: NULL or f32/bf16 [N]. out: f32 (or bf16). out must not alias x.
-// M may be 0.
+// (times w->scale), or an NVFP4 weight (u8 [N, K/2] with group scales, see tensor.h),
+// dequantized exactly as defined (weight-only: activations are not quantized). bias: NULL or
+// f32/bf16 [N]. out: f32 (or bf16). out must not alias x. M may be 0.
 int op_matmul(struct backend *be, struct tensor *out, const struct tensor *x,
               const struct tensor *w, const struct tensor *bias);
 

@@ -58,6 +58,18 @@ int64_t tensor_cols(const struct tensor *t)
     return t->ndim > 0 ? t->shape[t->ndim - 1] : 1;
 }
 
+int64_t tensor_logical_cols(const struct tensor *t)
+{
+    return t->quant == TENSOR_QUANT_NVFP4 ? 2 * tensor_cols(t) : tensor_cols(t);
+}
+
+float nvfp4_e2m1_value(unsigned nibble)
+{
+    static const float values[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+    float v = values[nibble & 7];
+    return (nibble & 8) ? -v : v;
+}
+
 int64_t tensor_rows(const struct tensor *t)
 {
     int64_t n = 1;
@@ -264,6 +276,9 @@ struct tensor *tensor_view(struct tensor *t, int64_t row_begin, int64_t row_coun
         v->shape[i] = i < ndim ? view_shape[i] : 1;
     v->backend = t->backend;
     v->scale = t->scale;
+    v->quant = t->quant;
+    v->group_scale = t->group_scale;
+    v->group_size = t->group_size;
     v->flags = TENSOR_FLAG_VIEW;
     v->data = t->data && row_count * cols > 0
                   ? (char *)t->data + (size_t)(row_begin * cols) * tensor_dtype_size(t->dtype)

@@ -36,15 +36,28 @@ enum tensor_flags {
     TENSOR_FLAG_VIEW = 2,      // data belongs to another tensor (or a mapped file)
 };
 
+// How the stored values of a weight are to be read.
+enum tensor_quant {
+    TENSOR_QUANT_NONE = 0,
+    // ModelOpt NVFP4: a u8 tensor [N, K/2] holding two e2m1 values per byte (low nibble = even
+    // element; bit 3 of a nibble is the sign, values 0, .5, 1, 1.5, 2, 3, 4, 6), with one e4m3
+    // scale per group_size elements along K in group_scale [N, K/group_size] and the global
+    // scale in `scale`: value = e2m1 * group_scale * scale. The logical shape is [N, K].
+    TENSOR_QUANT_NVFP4 = 1,
+};
+
 struct tensor {
     enum tensor_dtype dtype;
     int ndim;
-    int64_t shape[TENSOR_MAX_DIMS]; // unused trailing entries are 1
-    void *data;                     // backend memory (host or device); NULL when empty
-    struct backend *backend;        // the backend that owns data
-    float scale;                    // quantized weights: real value = stored value * scale
-    int flags;                      // enum tensor_flags
-    char name[96];                  // for error messages (checkpoint name, or a role)
+    int64_t shape[TENSOR_MAX_DIMS];   // unused trailing entries are 1
+    void *data;                       // backend memory (host or device); NULL when empty
+    struct backend *backend;          // the backend that owns data
+    float scale;                      // quantized weights: real value = stored value * scale
+    int flags;                        // enum tensor_flags
+    enum tensor_quant quant;          // TENSOR_QUANT_NONE unless a quantized weight
+    const struct tensor *group_scale; // NVFP4: per-group scales (borrowed, outlives this one)
+    int group_size;                   // NVFP4: elements per group scale (16)
+    char name[96];                    // for error messages (checkpoint name, or a role)
 };
 
 // Size in bytes of one element; 0 for an unknown dtype.
@@ -58,6 +71,11 @@ int64_t tensor_elements(const struct tensor *t);
 size_t tensor_bytes(const struct tensor *t);
 // The last dimension, and the product of all others: ops see every tensor as rows x cols.
 int64_t tensor_cols(const struct tensor *t);
+// The number of values per row a quantized weight stands for (NVFP4: 2 * stored columns);
+// tensor_cols otherwise.
+int64_t tensor_logical_cols(const struct tensor *t);
+// The NVFP4 (e2m1) value of a 4-bit code.
+float nvfp4_e2m1_value(unsigned nibble);
 int64_t tensor_rows(const struct tensor *t);
 // Writes "name bf16[3584,18944]" into buf (for error messages); returns buf.
 const char *tensor_describe(const struct tensor *t, char *buf, size_t buf_size);

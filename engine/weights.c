@@ -125,9 +125,10 @@ static void sort_entries(struct weight_store *store)
 
 static unsigned accepted_dtypes(const struct weight_spec *spec)
 {
-    return spec->dtypes ? spec->dtypes
-                        : WEIGHT_DTYPES(TENSOR_F32) | WEIGHT_DTYPES(TENSOR_F16) |
-                              WEIGHT_DTYPES(TENSOR_BF16) | WEIGHT_DTYPES(TENSOR_F8_E4M3);
+    return spec->dtypes
+               ? spec->dtypes
+               : WEIGHT_DTYPES(TENSOR_F32) | WEIGHT_DTYPES(TENSOR_F16) |
+                     WEIGHT_DTYPES(TENSOR_BF16) | WEIGHT_DTYPES(TENSOR_F8_E4M3) | WEIGHT_NVFP4;
 }
 
 static void format_shape(char *buf, size_t size, int ndim, const int64_t *shape)
@@ -155,6 +156,80 @@ static int shape_matches(const struct weight_spec *spec, const struct safetensor
     return tail == spec->shape[spec->ndim - 1];
 }
 
+// A backend tensor for a checkpoint entry: in place from the mapping when the backend is the
+// host and the data is aligned, else a copy.
+static struct tensor *entry_tensor(struct weight_store *store, const struct safetensors_file *file,
+                                   const struct safetensors_entry *e, enum tensor_dtype dtype,
+                                   int ndim, const int64_t *shape, const char *name, char *err,
+                                   size_t err_size)
+{
+    const void *data = safetensors_data(file, e);
+    if (backend_is_host(store->backend) && (uintptr_t)data % tensor_dtype_size(dtype) == 0)
+        return tensor_wrap(store->backend, dtype, ndim, shape, data, name, err, err_size);
+    return tensor_from_host(store->backend, dtype, ndim, shape, data, name, err, err_size);
+}
+
+// One f32/bf16 scalar next to a weight ("x.weight_scale", "x.weight_scale_2"); 1 if absent.
+static int load_scalar(const struct safetensors_model *model, const char *name, float *out,
+                       int *found, char *err, size_t err_size)
+{
+    const struct safetensors_file *file;
+    const struct safetensors_entry *s = safetensors_model_find(model, name, &file);
+    *found = s != NULL;
+    if (!s)
+        return 0;
+    int dtype = safetensors_to_tensor_dtype(s->dtype);
+    if ((dtype != TENSOR_F32 && dtype != TENSOR_BF16) ||
+        s->end - s->begin != safetensors_dtype_size(s->dtype)) {
+        snprintf(err, err_size, "%s: tensor %s: expected one f32 or bf16 value",
+                 safetensors_path(file), name);
+        return -1;
+    }
+    // Copy out byte-wise: the value may sit at any offset in the file.
+    unsigned char raw[4] = {0};
+    memcpy(raw, safetensors_data(file, s), s->end - s->begin);
+    tensor_load_f32(out, raw, (enum tensor_dtype)dtype, 0, 1);
+    return 0;
+}
+
+// An NVFP4 weight: "x.weight" u8 [N, K/2] + "x.weight_scale" e4m3 [N, K/group] +
+// "x.weight_scale_2" global scale, for a spec of logical shape [N, K].
+static int load_nvfp4(struct weight_store *store, const struct safetensors_model *model,
+                      const struct safetensors_file *file, const struct safetensors_entry *e,
+                      const struct weight_spec *spec, char *err, size_t err_size)
+{
+    char scale_name[200], global_name[200];
+    snprintf(scale_name, sizeof scale_name, "%s_scale", spec->name);
+    snprintf(global_name, sizeof global_name, "%s_scale_2", spec->name);
+    const struct safetensors_file *scale_file;
+    const struct safetensors_entry *s = safetensors_model_find(model, scale_name, &scale_file);
+    int64_t n = spec->shape[0], k = spec->shape[1];
+    if (!s || s->dtype != SAFETENSORS_F8_E4M3 || s->ndim != 2 || s->shape[0] != n ||
+        s->shape[1] <= 0 || k % s->shape[1] || (k / s->shape[1]) % 2) {
+        snprintf(err, err_size, "%s: tensor %s: packed NVFP4 needs %s as F8_E4M3 [%lld, K/group]",
+                 safetensors_path(file), spec->name, scale_name, (long long)n);
+        return -1;
+    }
+    struct tensor *scales =
+        entry_tensor(store, scale_file, s, TENSOR_F8_E4M3, 2, s->shape, scale_name, err, err_size);
+    if (!scales || add_entry(store, scale_name, scales, err, err_size) != 0)
+        return -1;
+    int64_t packed_shape[2] = {n, k / 2};
+    struct tensor *t =
+        entry_tensor(store, file, e, TENSOR_U8, 2, packed_shape, spec->name, err, err_size);
+    if (!t)
+        return -1;
+    t->quant = TENSOR_QUANT_NVFP4;
+    t->group_scale = scales;
+    t->group_size = (int)(k / s->shape[1]);
+    int found;
+    if (load_scalar(model, global_name, &t->scale, &found, err, err_size) != 0) {
+        tensor_free(t);
+        return -1;
+    }
+    return add_entry(store, spec->name, t, err, err_size);
+}
+
 static int load_one(struct weight_store *store, const struct safetensors_model *model,
                     const char *dir, const struct weight_spec *spec, char *err, size_t err_size)
 {
@@ -167,6 +242,9 @@ static int load_one(struct weight_store *store, const struct safetensors_model *
         return -1;
     }
     int dtype = safetensors_to_tensor_dtype(e->dtype);
+    if (dtype == TENSOR_U8 && (accepted_dtypes(spec) & WEIGHT_NVFP4) && spec->ndim == 2 &&
+        e->ndim == 2 && e->shape[0] == spec->shape[0] && e->shape[1] * 2 == spec->shape[1])
+        return load_nvfp4(store, model, file, e, spec, err, err_size);
     if (dtype < 0 || !(accepted_dtypes(spec) & WEIGHT_DTYPES(dtype))) {
         snprintf(err, err_size, "%s: tensor %s: dtype %s is not one the model accepts here",
                  safetensors_path(file), spec->name, safetensors_dtype_name(e->dtype));
@@ -180,37 +258,18 @@ static int load_one(struct weight_store *store, const struct safetensors_model *
                  safetensors_path(file), spec->name, have, want);
         return -1;
     }
-    const void *data = safetensors_data(file, e);
-    struct tensor *t = NULL;
-    if (backend_is_host(store->backend) &&
-        (uintptr_t)data % tensor_dtype_size((enum tensor_dtype)dtype) == 0) {
-        t = tensor_wrap(store->backend, (enum tensor_dtype)dtype, spec->ndim, spec->shape, data,
-                        spec->name, err, err_size);
-    } else {
-        t = tensor_from_host(store->backend, (enum tensor_dtype)dtype, spec->ndim, spec->shape,
-                             data, spec->name, err, err_size);
-    }
+    struct tensor *t = entry_tensor(store, file, e, (enum tensor_dtype)dtype, spec->ndim,
+                                    spec->shape, spec->name, err, err_size);
     if (!t)
         return -1;
     if (dtype == TENSOR_F8_E4M3) {
         // ModelOpt FP8: "x.weight" has its per-tensor scale in "x.weight_scale".
         char scale_name[200];
+        int found;
         snprintf(scale_name, sizeof scale_name, "%s_scale", spec->name);
-        const struct safetensors_file *scale_file;
-        const struct safetensors_entry *s = safetensors_model_find(model, scale_name, &scale_file);
-        if (s) {
-            int scale_dtype = safetensors_to_tensor_dtype(s->dtype);
-            if ((scale_dtype != TENSOR_F32 && scale_dtype != TENSOR_BF16) ||
-                s->end - s->begin != safetensors_dtype_size(s->dtype)) {
-                snprintf(err, err_size, "%s: tensor %s: expected one f32 or bf16 value",
-                         safetensors_path(scale_file), scale_name);
-                tensor_free(t);
-                return -1;
-            }
-            // Copy out byte-wise: the value may sit at any offset in the file.
-            unsigned char raw[4] = {0};
-            memcpy(raw, safetensors_data(scale_file, s), s->end - s->begin);
-            tensor_load_f32(&t->scale, raw, (enum tensor_dtype)scale_dtype, 0, 1);
+        if (load_scalar(model, scale_name, &t->scale, &found, err, err_size) != 0) {
+            tensor_free(t);
+            return -1;
         }
     }
     return add_entry(store, spec->name, t, err, err_size);

@@ -10,7 +10,10 @@
 // On a host backend, tensors whose data is suitably aligned in the mmapped file are used in
 // place (no copy, pages load on first touch); otherwise they are copied into backend memory.
 // FP8 weights pick up their per-tensor scale from "<name>_scale" (ModelOpt's
-// "x.weight_scale" next to "x.weight") into tensor->scale.
+// "x.weight_scale" next to "x.weight") into tensor->scale. NVFP4 weights (u8 [N, K/2] where
+// the spec says [N, K]) take their group scales from "<name>_scale" (e4m3 [N, K/16], stored
+// in the store under that name) and the global scale from "<name>_scale_2". ModelOpt's
+// "input_scale" is not used: the reference is weight-only dequantization.
 #ifndef CLIPCAP_ENGINE_WEIGHTS_H
 #define CLIPCAP_ENGINE_WEIGHTS_H
 
@@ -29,8 +32,10 @@ enum weight_init {
     WEIGHT_INIT_ZEROS,
 };
 
-// Bit mask of accepted dtypes: (1u << TENSOR_BF16) | ...; 0 = any float dtype.
+// Bit mask of accepted dtypes: WEIGHT_DTYPES(TENSOR_BF16) | ...; WEIGHT_NVFP4 accepts a packed
+// NVFP4 matrix; 0 = any of f32, f16, bf16, fp8, NVFP4.
 #define WEIGHT_DTYPES(x) (1u << (x))
+#define WEIGHT_NVFP4     (1u << 31)
 
 struct weight_spec {
     char name[160];

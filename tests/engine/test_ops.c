@@ -131,6 +131,64 @@ static void test_matmul(void **state)
     check_matmul(2, 3, 5, TENSOR_F32, TENSOR_F16, 1, 1);
 }
 
+// NVFP4 weights: the value table written out as ModelOpt defines it (bit 3 = sign).
+static const double e2m1_table[16] = {0,    0.5,  1,  1.5,  2,  3,  4,  6,
+                                      -0.0, -0.5, -1, -1.5, -2, -3, -4, -6};
+
+static void check_matmul_nvfp4(int64_t m, int64_t n, int64_t k)
+{
+    int64_t groups = k / 16;
+    uint8_t *packed = malloc((size_t)(n * k / 2));
+    uint8_t *scale_codes = malloc((size_t)(n * groups));
+    for (int64_t i = 0; i < n * k / 2; i++)
+        packed[i] = (uint8_t)(rng_next() & 0xff);
+    for (int64_t i = 0; i < n * groups; i++)
+        scale_codes[i] = (uint8_t)(0x28 + rng_next() % 0x30); // positive e4m3, 2^-2 .. 2^3
+    float *xh = random_array(m * k, -1, 1);
+    int64_t wshape[2] = {n, k / 2}, sshape[2] = {n, groups};
+    struct tensor *w =
+        tensor_from_host(be2, TENSOR_U8, 2, wshape, packed, "w_fp4", err, sizeof err);
+    struct tensor *scales = tensor_from_host(be2, TENSOR_F8_E4M3, 2, sshape, scale_codes,
+                                             "w_fp4.weight_scale", err, sizeof err);
+    w->quant = TENSOR_QUANT_NVFP4;
+    w->group_scale = scales;
+    w->group_size = 16;
+    w->scale = 0.37f;
+    struct tensor *x = make(be2, TENSOR_F32, m, k, xh, "x");
+    struct tensor *out = tensor_new_2d(be2, TENSOR_F32, m, n, "out", err, sizeof err);
+    assert_int_equal(op_matmul(be2, out, x, w, NULL), 0);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double sum = 0, abs_sum = 0;
+            for (int64_t kk = 0; kk < k; kk++) {
+                uint8_t byte = packed[j * (k / 2) + kk / 2];
+                unsigned nibble = kk % 2 ? byte >> 4 : byte & 0xf; // low nibble = even element
+                double weight =
+                    e2m1_table[nibble] * fp8_e4m3_to_f32(scale_codes[j * groups + kk / 16]) * 0.37f;
+                sum += weight * xh[i * k + kk];
+                abs_sum += fabs(weight * xh[i * k + kk]);
+            }
+            double got = data(out)[i * n + j];
+            if (fabs(got - sum) > 1e-5 * abs_sum + 1e-6)
+                fail_msg("nvfp4 matmul [%lld,%lld]: %g, reference %g", (long long)i, (long long)j,
+                         got, sum);
+        }
+    // Group scales of the wrong shape are refused.
+    w->group_size = 8;
+    assert_int_equal(op_matmul(be2, out, x, w, NULL), -1);
+    assert_non_null(strstr(backend_error(be2), "group scales"));
+    backend_clear_error(be2);
+    tensor_free(w), tensor_free(scales), tensor_free(x), tensor_free(out);
+    free(packed), free(scale_codes), free(xh);
+}
+
+static void test_matmul_nvfp4(void **state)
+{
+    (void)state;
+    check_matmul_nvfp4(3, 5, 48);
+    check_matmul_nvfp4(70, 18, 1056); // several tiles, depth chunks not a multiple of 16
+}
+
 // Norms ----------------------------------------------------------------------------------------
 
 static void test_rms_norm(void **state)
@@ -606,6 +664,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_matmul_nvfp4),
         cmocka_unit_test(test_rms_norm),
         cmocka_unit_test(test_rms_norm_gated),
         cmocka_unit_test(test_layer_norm),

@@ -210,6 +210,57 @@ static void test_load_mismatches(void **state)
                       "missing");
 }
 
+static void test_load_nvfp4(void **state)
+{
+    (void)state;
+    // Row 0: all codes 0x2 (1.0); row 1: low nibble 0x9 (-0.5), high nibble 0x7 (6.0).
+    static uint8_t packed[2 * 16];
+    for (int i = 0; i < 16; i++)
+        packed[i] = 0x22, packed[16 + i] = 0x79;
+    static uint8_t group_scales[2 * 2] = {0x38, 0x40, 0x30, 0x38}; // 1, 2 | 0.5, 1
+    static float global = 0.25f;
+    int64_t s_packed[2] = {2, 16}, s_scales[2] = {2, 2};
+    struct safetensors_write_entry entries[] = {
+        {"mlp.up_proj.weight", SAFETENSORS_U8, 2, s_packed, packed},
+        {"mlp.up_proj.weight_scale", SAFETENSORS_F8_E4M3, 2, s_scales, group_scales},
+        {"mlp.up_proj.weight_scale_2", SAFETENSORS_F32, 0, NULL, &global},
+    };
+    assert_int_equal(safetensors_write(path_of("model.safetensors"), entries, 3, err, sizeof err),
+                     0);
+    int64_t logical[2] = {2, 32};
+    struct weight_spec s = spec("mlp.up_proj.weight", 2, logical, WEIGHT_INIT_UNIFORM);
+    struct weight_store *store = weight_store_new(be, err, sizeof err);
+    if (weight_store_load(store, dir, &s, 1, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    struct tensor *w = weight_store_get(store, "mlp.up_proj.weight");
+    assert_int_equal(w->quant, TENSOR_QUANT_NVFP4);
+    assert_int_equal(w->group_size, 16);
+    assert_true(w->scale == 0.25f);
+    assert_non_null(weight_store_get(store, "mlp.up_proj.weight_scale"));
+    // x = ones: row 0 sums 16 * 1 * 1 + 16 * 1 * 2 = 48, times 0.25 = 12; row 1: per group
+    // 8 * (-0.5 + 6) = 44, times 0.5 and 1: 22 + 44 = 66, times 0.25 = 16.5.
+    float ones[32];
+    for (int i = 0; i < 32; i++)
+        ones[i] = 1;
+    int64_t xs[2] = {1, 32}, os[2] = {1, 2};
+    struct tensor *x = tensor_from_host(be, TENSOR_F32, 2, xs, ones, "x", err, sizeof err);
+    struct tensor *out = tensor_new(be, TENSOR_F32, 2, os, "out", err, sizeof err);
+    assert_int_equal(op_matmul(be, out, x, w, NULL), 0);
+    assert_true(((float *)out->data)[0] == 12.0f);
+    assert_true(((float *)out->data)[1] == 16.5f);
+    tensor_free(x), tensor_free(out);
+    weight_store_free(store);
+
+    // Without its group scales the packed weight is refused, naming both.
+    struct safetensors_write_entry alone[] = {entries[0]};
+    assert_int_equal(safetensors_write(path_of("model.safetensors"), alone, 1, err, sizeof err), 0);
+    store = weight_store_new(be, err, sizeof err);
+    assert_int_equal(weight_store_load(store, dir, &s, 1, err, sizeof err), -1);
+    assert_non_null(strstr(err, "tensor mlp.up_proj.weight"));
+    assert_non_null(strstr(err, "mlp.up_proj.weight_scale"));
+    weight_store_free(store);
+}
+
 // model_config ---------------------------------------------------------------------------------
 
 static void write_file(const char *name, const char *text)
@@ -314,9 +365,8 @@ static void test_model_config(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_random_deterministic),
-        cmocka_unit_test(test_load_checked),
-        cmocka_unit_test(test_load_mismatches),
+        cmocka_unit_test(test_random_deterministic), cmocka_unit_test(test_load_checked),
+        cmocka_unit_test(test_load_mismatches),      cmocka_unit_test(test_load_nvfp4),
         cmocka_unit_test(test_model_config),
     };
     return cmocka_run_group_tests_name("engine_core_weights", tests, setup, teardown);
