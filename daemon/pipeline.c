@@ -122,14 +122,15 @@ static void release_clip(pipeline *p, struct job *job)
 static void to_writer(pipeline *p, struct job *job)
 {
     struct writer_item *item = calloc(1, sizeof(*item));
+    if (item)
+        item->outcome = job;
     // Out of memory here cannot be reported anywhere better than the log; the job's offset
     // is never stored, so Kafka redelivers it after a restart: nothing is lost.
     if (!item || work_queue_push(p->writer_queue, item) != 0) {
         log_event(LOG_LEVEL_ERROR, "job_dropped_out_of_memory", "job_id", job->job_id, NULL);
         free(item);
-        return;
+        job_free(job);
     }
-    item->outcome = job;
 }
 
 // ---------------------------------------------------------------------------------------
