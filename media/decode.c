@@ -94,6 +94,13 @@ void media_clip_free(media_clip *clip)
     free(clip);
 }
 
+const uint8_t *media_clip_frame_rgb(const media_clip *clip, int sample)
+{
+    if (!clip || sample < 0 || sample >= clip->sample_count)
+        return NULL;
+    return clip->rgb + (size_t)sample * (size_t)clip->width * (size_t)clip->height * 3;
+}
+
 static enum media_error fail(enum media_error cause, char *err, size_t err_size, const char *format,
                              ...)
 {

@@ -117,6 +117,10 @@ enum media_error media_decode_clip(const uint8_t *data, size_t size, const media
                                    size_t err_size);
 void media_clip_free(media_clip *clip);
 
+// RGB24 pixels of sampled frame `sample` (0 <= sample < clip->sample_count): height rows of
+// width * 3 bytes. A window's frames are samples first_sample .. first_sample+sample_count-1.
+const uint8_t *media_clip_frame_rgb(const media_clip *clip, int sample);
+
 // Turns FFmpeg's own logging down to errors only or off (process-wide; for the daemon's
 // start-up, not called by the library itself).
 void media_set_ffmpeg_log_quiet(bool quiet);

@@ -216,6 +216,12 @@ def main():
         position = rng.randrange(start, len(noisy))
         noisy[position] = rng.randrange(256)
     lines.append("survive noise " + write("noise.mp4", bytes(noisy)) + " ok|undecodable")
+    # Real container headers followed by random bytes.
+    mkv = open(os.path.join(out, "hevc10.mkv"), "rb").read()
+    for name, head in (("mp4_head_random", h264[:64]), ("mkv_head_random", mkv[:64])):
+        body = bytes(rng.randrange(256) for _ in range(20000))
+        lines.append(f"survive {name} " + write(name + ".bin", head + body)
+                     + " undecodable|not_media|no_video_stream|too_short")
 
     with open(os.path.join(out, "manifest.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")

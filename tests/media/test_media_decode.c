@@ -137,6 +137,10 @@ static void run_decode_case(const test_case *test)
                      clip->timestamps_s[i], expected);
     }
     compare_pixels(test->name, clip, reference, reference_size);
+    const media_window *last = &clip->windows[window_count - 1];
+    assert_ptr_equal(media_clip_frame_rgb(clip, last->first_sample + last->sample_count - 1),
+                     clip->rgb + clip->rgb_bytes - (size_t)clip->width * clip->height * 3);
+    assert_null(media_clip_frame_rgb(clip, clip->sample_count));
 
     // The same frames single-threaded and without skipping non-reference frames: skipping
     // must not change a single byte.
