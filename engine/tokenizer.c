@@ -95,7 +95,8 @@ static pcre2_code *compile_regex(const char *pattern, size_t size, bool literal,
 {
     int error_code;
     PCRE2_SIZE error_offset;
-    uint32_t flags = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+    /* PCRE2_UCP is not allowed with PCRE2_LITERAL (and means nothing there). */
+    uint32_t flags = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
     pcre2_code *code =
         pcre2_compile((PCRE2_SPTR)pattern, size, flags, &error_code, &error_offset, NULL);
     if (code == NULL) {

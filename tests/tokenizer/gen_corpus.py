@@ -127,7 +127,7 @@ def main():
         lines = int(sys.argv[sys.argv.index("--lines") + 1])
     os.makedirs(os.path.dirname(os.path.abspath(sys.argv[1])), exist_ok=True)
     with open(sys.argv[1], "w", encoding="utf-8") as f:
-        json.dump(corpus(lines), f, ensure_ascii=False)
+        f.write(json.dumps(corpus(lines), ensure_ascii=False))
 
 
 if __name__ == "__main__":

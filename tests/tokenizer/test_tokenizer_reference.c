@@ -38,6 +38,7 @@ static int setup(void **state)
     json_error_t json_error;
     fixture *f = calloc(1, sizeof(*f));
     assert_non_null(f);
+    *state = f; /* teardown runs even when setup fails below */
     f->reference = json_load_file(reference_path, JSON_ALLOW_NUL, &json_error);
     if (f->reference == NULL)
         fail_msg("%s: %s", reference_path, json_error.text);
@@ -45,7 +46,6 @@ static int setup(void **state)
     assert_non_null(path);
     if (clipcap_tokenizer_load(path, NULL, &f->tokenizer, err, sizeof(err)) != 0)
         fail_msg("load: %s", err);
-    *state = f;
     return 0;
 }
 
