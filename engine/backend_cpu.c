@@ -124,18 +124,6 @@ static inline float sum8(float8 v)
     return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }
 
-HOT_CLONES static float dot_f32(const float *a, const float *b, int64_t n)
-{
-    float8 acc = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        acc += load8(a + i) * load8(b + i);
-    float sum = sum8(acc);
-    for (; i < n; i++)
-        sum += a[i] * b[i];
-    return sum;
-}
-
 // Row-parallel loops: ops that treat each row on its own run in chunks of rows on the pool.
 typedef void (*row_fn)(void *context, int64_t row, float *scratch);
 
@@ -535,9 +523,19 @@ static int cpu_rotary(struct backend *be, struct tensor *x, const struct tensor 
 
 // Attention ----------------------------------------------------------------------------------
 //
-// One task per (query token, head): scores against every visible key, softmax with the max
-// subtracted, weighted sum of values, all in f32. The contiguous and the paged op share the
-// kernel; they differ only in how key/value rows are found.
+// One task per (block of up to ATTENTION_QUERIES consecutive queries of one sequence, head):
+// scores of each query against its visible keys, softmax with the max subtracted, weighted sum
+// of values, all in f32. Each key and value row is read once for the whole block. The
+// contiguous and the paged op share the kernel; they differ only in how key/value rows are
+// found.
+
+#define ATTENTION_QUERIES 8
+
+struct attention_block {
+    int32_t sequence;
+    int32_t first; // first query row
+    int32_t count; // queries in the block
+};
 
 struct attention_job {
     struct tensor *out;
@@ -552,22 +550,11 @@ struct attention_job {
     int num_heads, num_kv_heads, head_dim;
     int causal;
     float scale;
+    struct attention_block *blocks;
+    int64_t block_count;
     float *scratch; // per worker
-    int64_t scratch_floats;
+    int64_t scratch_floats, max_keys;
 };
-
-static int64_t find_sequence(const int32_t *starts, int64_t num_seqs, int64_t row)
-{
-    int64_t lo = 0, hi = num_seqs - 1; // the last s with starts[s] <= row (skips empty ones)
-    while (lo < hi) {
-        int64_t mid = (lo + hi + 1) / 2;
-        if (starts[mid] <= row)
-            lo = mid;
-        else
-            hi = mid - 1;
-    }
-    return lo;
-}
 
 // The f32 key/value row of position `pos` of sequence s for kv head kvh.
 static const float *kv_row(const struct attention_job *job, const struct tensor *t, int64_t s,
@@ -584,48 +571,130 @@ static const float *kv_row(const struct attention_job *job, const struct tensor 
     return row_f32(t, row, width, (int64_t)kvh * job->head_dim, job->head_dim, scratch);
 }
 
+// Keys are handled in chunks: their row pointers are gathered first (through the block table
+// for the paged cache, converting bf16 rows into scratch), then one call does the arithmetic.
+#define ATTENTION_KEYS 64
+
+// scores[i][j] = dot(q[i], k[j]) for the ATTENTION_QUERIES query rows and `keys` key rows.
+HOT_CLONES
+static void qk_chunk(const float *const *q, const float *const *k, int64_t keys, int64_t d,
+                     float *const *scores)
+{
+    for (int64_t j = 0; j < keys; j++) {
+        const float *kj = k[j];
+        float8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+        int64_t i = 0;
+        for (; i + 8 <= d; i += 8) {
+            float8 kv = load8(kj + i);
+            a0 += load8(q[0] + i) * kv, a1 += load8(q[1] + i) * kv;
+            a2 += load8(q[2] + i) * kv, a3 += load8(q[3] + i) * kv;
+            a4 += load8(q[4] + i) * kv, a5 += load8(q[5] + i) * kv;
+            a6 += load8(q[6] + i) * kv, a7 += load8(q[7] + i) * kv;
+        }
+        float sums[8] = {sum8(a0), sum8(a1), sum8(a2), sum8(a3),
+                         sum8(a4), sum8(a5), sum8(a6), sum8(a7)};
+        for (int r = 0; r < 8; r++) {
+            for (int64_t t = i; t < d; t++)
+                sums[r] += q[r][t] * kj[t];
+            scores[r][j] = sums[r];
+        }
+    }
+}
+
+// acc[i] += sum_j p[i][j] * v[j] for the ATTENTION_QUERIES accumulator rows: each 8-wide
+// column slice of the accumulators stays in registers across the chunk's keys.
+HOT_CLONES
+static void pv_chunk(float *const *acc, const float *const *p, const float *const *v, int64_t keys,
+                     int64_t d)
+{
+    int64_t i = 0;
+    for (; i + 8 <= d; i += 8) {
+        float8 a0 = load8(acc[0] + i), a1 = load8(acc[1] + i), a2 = load8(acc[2] + i),
+               a3 = load8(acc[3] + i), a4 = load8(acc[4] + i), a5 = load8(acc[5] + i),
+               a6 = load8(acc[6] + i), a7 = load8(acc[7] + i);
+        for (int64_t j = 0; j < keys; j++) {
+            float8 vv = load8(v[j] + i);
+            a0 += p[0][j] * vv, a1 += p[1][j] * vv, a2 += p[2][j] * vv, a3 += p[3][j] * vv;
+            a4 += p[4][j] * vv, a5 += p[5][j] * vv, a6 += p[6][j] * vv, a7 += p[7][j] * vv;
+        }
+        memcpy(acc[0] + i, &a0, sizeof a0), memcpy(acc[1] + i, &a1, sizeof a1);
+        memcpy(acc[2] + i, &a2, sizeof a2), memcpy(acc[3] + i, &a3, sizeof a3);
+        memcpy(acc[4] + i, &a4, sizeof a4), memcpy(acc[5] + i, &a5, sizeof a5);
+        memcpy(acc[6] + i, &a6, sizeof a6), memcpy(acc[7] + i, &a7, sizeof a7);
+    }
+    for (; i < d; i++)
+        for (int r = 0; r < ATTENTION_QUERIES; r++)
+            for (int64_t j = 0; j < keys; j++)
+                acc[r][i] += p[r][j] * v[j][i];
+}
+
 static void attention_task(void *arg, int64_t task, int worker)
 {
     struct attention_job *job = arg;
-    int64_t token = task / job->num_heads;
+    const struct attention_block *block = &job->blocks[task / job->num_heads];
     int h = (int)(task % job->num_heads);
     int kvh = h / (job->num_heads / job->num_kv_heads);
-    int64_t s = find_sequence(job->seq_starts, job->num_seqs, token);
-    int64_t q_index = token - job->seq_starts[s];
+    int64_t s = block->sequence, D = job->head_dim;
     int64_t q_count = job->seq_starts[s + 1] - job->seq_starts[s];
     int64_t keys = job->context_lens ? job->context_lens[s] : q_count;
-    int64_t position = keys - q_count + q_index; // this query's position in its sequence
-    int64_t visible = job->causal ? position + 1 : keys;
+    int64_t width = (int64_t)job->num_heads * D;
 
-    float *scores = job->scratch + worker * job->scratch_floats;
-    float *acc = scores + job->scratch_floats - 2 * job->head_dim;
-    float *row_scratch = acc + job->head_dim;
-    int64_t width = (int64_t)job->num_heads * job->head_dim;
-    const float *q = f32_data(job->q) + token * width + (int64_t)h * job->head_dim;
-
-    float max = -INFINITY;
-    for (int64_t j = 0; j < visible; j++) {
-        const float *k = kv_row(job, job->k, s, j, kvh, row_scratch);
-        scores[j] = dot_f32(q, k, job->head_dim) * job->scale;
-        if (scores[j] > max)
-            max = scores[j];
+    float *scores = job->scratch + worker * job->scratch_floats; // [QUERIES][max_keys]
+    float *acc = scores + ATTENTION_QUERIES * job->max_keys;     // [QUERIES][D]
+    float *row_scratch = acc + ATTENTION_QUERIES * D;            // [KEYS][D]
+    const float *q[ATTENTION_QUERIES], *rows[ATTENTION_KEYS];
+    float *acc_rows[ATTENTION_QUERIES], *score_rows[ATTENTION_QUERIES];
+    const float *p_rows[ATTENTION_QUERIES];
+    int64_t visible[ATTENTION_QUERIES];
+    int64_t most = 0;
+    for (int i = 0; i < ATTENTION_QUERIES; i++) {
+        // Rows past the block's end repeat its last query (computed, never stored).
+        int64_t row = block->first + (i < block->count ? i : block->count - 1);
+        int64_t position = keys - q_count + (row - job->seq_starts[s]);
+        q[i] = f32_data(job->q) + row * width + (int64_t)h * D;
+        visible[i] = job->causal ? position + 1 : keys;
+        most = visible[i] > most ? visible[i] : most;
+        acc_rows[i] = acc + i * D;
+        score_rows[i] = scores + i * job->max_keys;
+        memset(acc_rows[i], 0, sizeof(float) * (size_t)D);
     }
-    double sum = 0;
-    for (int64_t j = 0; j < visible; j++) {
-        scores[j] = expf(scores[j] - max);
-        sum += scores[j];
+    for (int64_t j0 = 0; j0 < most; j0 += ATTENTION_KEYS) {
+        int64_t n = most - j0 < ATTENTION_KEYS ? most - j0 : ATTENTION_KEYS;
+        for (int64_t j = 0; j < n; j++)
+            rows[j] = kv_row(job, job->k, s, j0 + j, kvh, row_scratch + j * D);
+        float *chunk_scores[ATTENTION_QUERIES];
+        for (int i = 0; i < ATTENTION_QUERIES; i++)
+            chunk_scores[i] = score_rows[i] + j0;
+        qk_chunk(q, rows, n, D, chunk_scores);
     }
-    memset(acc, 0, sizeof(float) * (size_t)job->head_dim);
-    for (int64_t j = 0; j < visible; j++) {
-        const float *v = kv_row(job, job->v, s, j, kvh, row_scratch);
-        float p = scores[j];
-        for (int d = 0; d < job->head_dim; d++)
-            acc[d] += p * v[d];
+    double sum[ATTENTION_QUERIES] = {0};
+    for (int i = 0; i < ATTENTION_QUERIES; i++) {
+        float *row = score_rows[i], max = -INFINITY;
+        for (int64_t j = 0; j < visible[i]; j++) {
+            row[j] *= job->scale;
+            max = row[j] > max ? row[j] : max;
+        }
+        for (int64_t j = 0; j < visible[i]; j++) {
+            row[j] = expf(row[j] - max);
+            sum[i] += row[j];
+        }
+        for (int64_t j = visible[i]; j < most; j++)
+            row[j] = 0.0f; // masked: contributes nothing
     }
-    float inv = visible > 0 ? (float)(1.0 / sum) : 0.0f;
-    float *out = f32_mut(job->out) + token * width + (int64_t)h * job->head_dim;
-    for (int d = 0; d < job->head_dim; d++)
-        out[d] = acc[d] * inv;
+    for (int64_t j0 = 0; j0 < most; j0 += ATTENTION_KEYS) {
+        int64_t n = most - j0 < ATTENTION_KEYS ? most - j0 : ATTENTION_KEYS;
+        for (int64_t j = 0; j < n; j++)
+            rows[j] = kv_row(job, job->v, s, j0 + j, kvh, row_scratch + j * D);
+        for (int i = 0; i < ATTENTION_QUERIES; i++)
+            p_rows[i] = score_rows[i] + j0;
+        pv_chunk(acc_rows, p_rows, rows, n, D);
+    }
+    for (int i = 0; i < block->count; i++) {
+        float inv = visible[i] > 0 ? (float)(1.0 / sum[i]) : 0.0f;
+        float *out = f32_mut(job->out) + (block->first + i) * width + (int64_t)h * D;
+        for (int64_t d = 0; d < D; d++)
+            out[d] = acc_rows[i][d] * inv;
+    }
 }
 
 static int run_attention(struct backend *be, struct attention_job *job, int64_t max_keys)
@@ -634,12 +703,35 @@ static int run_attention(struct backend *be, struct attention_job *job, int64_t 
     if (tokens == 0)
         return 0;
     struct cpu_context *c = cpu(be);
-    job->scratch_floats = max_keys + 2 * (int64_t)job->head_dim;
+    int64_t block_count = 0;
+    for (int64_t s = 0; s < job->num_seqs; s++)
+        block_count += (job->seq_starts[s + 1] - job->seq_starts[s] + ATTENTION_QUERIES - 1) /
+                       ATTENTION_QUERIES;
+    job->blocks = malloc(sizeof *job->blocks * (size_t)(block_count ? block_count : 1));
+    job->max_keys = max_keys > 0 ? max_keys : 1;
+    job->scratch_floats = ATTENTION_QUERIES * (job->max_keys + job->head_dim) +
+                          ATTENTION_KEYS * (int64_t)job->head_dim;
     job->scratch = malloc(sizeof(float) * (size_t)(job->scratch_floats * c->threads));
-    if (!job->scratch)
+    if (!job->blocks || !job->scratch) {
+        free(job->blocks);
+        free(job->scratch);
         return backend_set_error(be, "attention: out of memory for %lld scores",
                                  (long long)max_keys);
-    thread_pool_run(c->pool, tokens * job->num_heads, attention_task, job);
+    }
+    int64_t b = 0;
+    for (int64_t s = 0; s < job->num_seqs; s++)
+        for (int32_t first = job->seq_starts[s]; first < job->seq_starts[s + 1];
+             first += ATTENTION_QUERIES) {
+            int32_t end = job->seq_starts[s + 1];
+            job->blocks[b].sequence = (int32_t)s;
+            job->blocks[b].first = first;
+            job->blocks[b].count =
+                end - first < ATTENTION_QUERIES ? end - first : ATTENTION_QUERIES;
+            b++;
+        }
+    job->block_count = block_count;
+    thread_pool_run(c->pool, block_count * job->num_heads, attention_task, job);
+    free(job->blocks);
     free(job->scratch);
     return 0;
 }
