@@ -265,12 +265,71 @@ static void test_sharded(void **state)
     assert_non_null(strstr(err, "model.safetensors"));
 }
 
+// Random corruptions of a valid header: parsing never crashes (ASan/UBSan builds check memory),
+// failures always say why, and whatever parses keeps the invariants (tensors tile the data).
+static void test_header_mutations(void **state)
+{
+    (void)state;
+    const char *valid = "{\"__metadata__\":{\"format\":\"pt\"},"
+                        "\"a.weight\":{\"dtype\":\"BF16\",\"shape\":[2,3],"
+                        "\"data_offsets\":[0,12]},"
+                        "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[12,16]},"
+                        "\"c\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[16,16]}}";
+    const char alphabet[] = "{}[]\":,0123456789-eE.ABFUI8_ \\u";
+    size_t length = strlen(valid);
+    char buffer[512];
+    uint64_t rng = 99;
+    int parsed = 0;
+    for (int iteration = 0; iteration < 4000; iteration++) {
+        memcpy(buffer, valid, length);
+        size_t size = length;
+        int edits = 1 + iteration % 4;
+        for (int e = 0; e < edits; e++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            size_t at = (size_t)(rng >> 33) % size;
+            int kind = (int)((rng >> 20) % 4);
+            char c = alphabet[(rng >> 8) % (sizeof alphabet - 1)];
+            if (kind == 0) { // replace a byte
+                buffer[at] = c;
+            } else if (kind == 1 && size < sizeof buffer - 1) { // insert
+                memmove(buffer + at + 1, buffer + at, size - at);
+                buffer[at] = c;
+                size++;
+            } else if (kind == 2 && size > 1) { // delete
+                memmove(buffer + at, buffer + at + 1, size - at - 1);
+                size--;
+            } else { // truncate
+                size = at + 1;
+            }
+        }
+        struct safetensors_header *h = NULL;
+        uint64_t data_size = 16 + (uint64_t)(iteration % 3) - 1; // 15, 16 or 17
+        err[0] = 0;
+        int rc = safetensors_parse_header(buffer, size, data_size, "mutant", &h, err, sizeof err);
+        if (rc != 0) {
+            assert_int_equal(rc, -1);
+            assert_null(h);
+            assert_non_null(strstr(err, "mutant"));
+            continue;
+        }
+        parsed++;
+        uint64_t expected = 0;
+        for (size_t i = 0; i < h->count; i++) {
+            assert_int_equal(h->entries[i].begin, expected);
+            expected = h->entries[i].end;
+        }
+        assert_int_equal(expected, data_size);
+        safetensors_header_free(h);
+    }
+    assert_true(parsed > 0); // some mutations (whitespace, metadata) still parse
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),      cmocka_unit_test(test_parse_header_buffer),
         cmocka_unit_test(test_header_failures), cmocka_unit_test(test_file_level_failures),
-        cmocka_unit_test(test_sharded),
+        cmocka_unit_test(test_sharded),         cmocka_unit_test(test_header_mutations),
     };
     return cmocka_run_group_tests_name("engine_core_safetensors", tests, setup, teardown);
 }
