@@ -453,7 +453,8 @@ static char *sampling_json(const pipeline *p, const struct job *job)
                                "top_p", s->top_p, "repetition_penalty", s->repetition_penalty,
                                "max_tokens", job->message.max_output_tokens, "stop", stop, "seed",
                                "fnv1a64(job_id, window_index)");
-    char *text = object ? json_dumps(object, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    char *text =
+        object ? json_dumps(object, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(12)) : NULL;
     json_decref(object);
     return text;
 }
