@@ -81,7 +81,10 @@ static int check_dtype(struct backend *be, const char *op, const char *role, con
 #define DT(x)       (1u << (x))
 #define FLOATS      (DT(TENSOR_F32) | DT(TENSOR_BF16) | DT(TENSOR_F16) | DT(TENSOR_F8_E4M3))
 #define ACTIVATIONS (DT(TENSOR_F32) | DT(TENSOR_BF16))
-#define WEIGHTS     FLOATS
+// Activations of norms, rotary, attention, element-wise and state-space ops: f32, plus what the
+// backend declares (a GPU backend may run them in bf16).
+#define ACT(be) (DT(TENSOR_F32) | (be)->ops->activation_dtypes)
+#define WEIGHTS FLOATS
 
 static int check_rows_cols(struct backend *be, const char *op, const char *role,
                            const struct tensor *t, int64_t rows, int64_t cols)
@@ -142,7 +145,7 @@ int op_matmul(struct backend *be, struct tensor *out, const struct tensor *x,
             return backend_set_error(be, "%s: w (%s): group size %d does not divide %lld", op,
                                      DESCRIBE(w), w->group_size, (long long)k);
         TRY(check_tensor(be, op, "w group scales", gs));
-        TRY(check_dtype(be, op, "w group scales", gs, DT(TENSOR_F8_E4M3) | DT(TENSOR_F32)));
+        TRY(check_dtype(be, op, "w group scales", gs, DT(TENSOR_F8_E4M3) | ACT(be)));
         TRY(check_rows_cols(be, op, "w group scales", gs, n, k / w->group_size));
     } else if (w->quant != TENSOR_QUANT_NONE) {
         return backend_set_error(be, "%s: w (%s): unknown quantization %d", op, DESCRIBE(w),
@@ -170,15 +173,15 @@ int op_rms_norm(struct backend *be, struct tensor *out, const struct tensor *x,
     TRY(check_tensor(be, op, "out", out));
     TRY(check_tensor(be, op, "x", x));
     TRY(check_tensor(be, op, "weight", weight));
-    TRY(check_dtype(be, op, "x", x, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "x", x, ACT(be)));
+    TRY(check_dtype(be, op, "out", out, ACT(be)));
     TRY(check_dtype(be, op, "weight", weight, WEIGHTS));
     int64_t cols = tensor_cols(x);
     TRY(check_vector(be, op, "weight", weight, cols));
     TRY(check_rows_cols(be, op, "out", out, tensor_rows(x), cols));
     if (residual) {
         TRY(check_tensor(be, op, "residual", residual));
-        TRY(check_dtype(be, op, "residual", residual, DT(TENSOR_F32)));
+        TRY(check_dtype(be, op, "residual", residual, ACT(be)));
         TRY(check_rows_cols(be, op, "residual", residual, tensor_rows(x), cols));
         if (residual->data && residual->data == out->data && tensor_elements(out) > 0)
             return backend_set_error(be, "%s: out must not alias residual", op);
@@ -197,9 +200,9 @@ int op_rms_norm_gated(struct backend *be, struct tensor *out, const struct tenso
     TRY(check_tensor(be, op, "x", x));
     TRY(check_tensor(be, op, "gate", gate));
     TRY(check_tensor(be, op, "weight", weight));
-    TRY(check_dtype(be, op, "x", x, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "gate", gate, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "x", x, ACT(be)));
+    TRY(check_dtype(be, op, "gate", gate, ACT(be)));
+    TRY(check_dtype(be, op, "out", out, ACT(be)));
     TRY(check_dtype(be, op, "weight", weight, WEIGHTS));
     int64_t cols = tensor_cols(x);
     TRY(check_vector(be, op, "weight", weight, cols));
@@ -220,8 +223,8 @@ int op_layer_norm(struct backend *be, struct tensor *out, const struct tensor *x
     TRY(check_tensor(be, op, "out", out));
     TRY(check_tensor(be, op, "x", x));
     TRY(check_tensor(be, op, "weight", weight));
-    TRY(check_dtype(be, op, "x", x, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "x", x, ACT(be)));
+    TRY(check_dtype(be, op, "out", out, ACT(be)));
     TRY(check_dtype(be, op, "weight", weight, WEIGHTS));
     int64_t cols = tensor_cols(x);
     TRY(check_vector(be, op, "weight", weight, cols));
@@ -243,7 +246,7 @@ int op_rotary(struct backend *be, struct tensor *x, const struct tensor *cos,
     TRY(check_tensor(be, op, "x", x));
     TRY(check_tensor(be, op, "cos", cos));
     TRY(check_tensor(be, op, "sin", sin));
-    TRY(check_dtype(be, op, "x", x, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "x", x, ACT(be)));
     TRY(check_dtype(be, op, "cos", cos, DT(TENSOR_F32)));
     TRY(check_dtype(be, op, "sin", sin, DT(TENSOR_F32)));
     if (num_heads < 0 || head_dim <= 0)
@@ -283,10 +286,10 @@ int op_attention(struct backend *be, struct tensor *out, const struct tensor *q,
     TRY(check_tensor(be, op, "v", v));
     TRY(check_tensor(be, op, "cu_seqlens", cu_seqlens));
     TRY(check_heads(be, op, num_heads, num_kv_heads, head_dim));
-    TRY(check_dtype(be, op, "q", q, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "k", k, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "v", v, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "q", q, ACT(be)));
+    TRY(check_dtype(be, op, "k", k, ACT(be)));
+    TRY(check_dtype(be, op, "v", v, ACT(be)));
+    TRY(check_dtype(be, op, "out", out, ACT(be)));
     TRY(check_dtype(be, op, "cu_seqlens", cu_seqlens, DT(TENSOR_I32)));
     int64_t tokens = tensor_rows(q);
     TRY(check_rows_cols(be, op, "q", q, tokens, (int64_t)num_heads * head_dim));
@@ -333,8 +336,8 @@ int op_kv_cache_write(struct backend *be, struct tensor *k_cache, struct tensor 
     TRY(check_tensor(be, op, "k", k));
     TRY(check_tensor(be, op, "v", v));
     TRY(check_tensor(be, op, "slot_mapping", slot_mapping));
-    TRY(check_dtype(be, op, "k", k, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "v", v, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "k", k, ACT(be)));
+    TRY(check_dtype(be, op, "v", v, ACT(be)));
     TRY(check_dtype(be, op, "slot_mapping", slot_mapping, DT(TENSOR_I32)));
     int64_t tokens = tensor_rows(k), width = k_cache->shape[2];
     TRY(check_rows_cols(be, op, "k", k, tokens, width));
@@ -359,8 +362,8 @@ int op_attention_paged(struct backend *be, struct tensor *out, const struct tens
     TRY(check_tensor(be, op, "context_lens", context_lens));
     TRY(check_tensor(be, op, "block_tables", block_tables));
     TRY(check_heads(be, op, num_heads, num_kv_heads, head_dim));
-    TRY(check_dtype(be, op, "q", q, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "q", q, ACT(be)));
+    TRY(check_dtype(be, op, "out", out, ACT(be)));
     TRY(check_dtype(be, op, "query_start", query_start, DT(TENSOR_I32)));
     TRY(check_dtype(be, op, "context_lens", context_lens, DT(TENSOR_I32)));
     TRY(check_dtype(be, op, "block_tables", block_tables, DT(TENSOR_I32)));
@@ -412,8 +415,8 @@ int op_conv1d_causal(struct backend *be, struct tensor *out, const struct tensor
     TRY(check_tensor(be, op, "weight", weight));
     TRY(check_tensor(be, op, "conv_state", conv_state));
     TRY(check_state_batch(be, op, conv_state, query_start, state_slots));
-    TRY(check_dtype(be, op, "x", x, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "x", x, ACT(be)));
+    TRY(check_dtype(be, op, "out", out, ACT(be)));
     TRY(check_dtype(be, op, "weight", weight, WEIGHTS));
     int64_t channels = tensor_cols(x);
     if (weight->ndim != 2 || weight->shape[0] != channels || weight->shape[1] < 1)
@@ -460,11 +463,11 @@ int op_ssm_scan(struct backend *be, struct tensor *y, const struct tensor *x,
                                  "groups divide heads",
                                  op, num_heads, head_dim, num_groups, state_size);
     int64_t tokens = tensor_rows(x);
-    TRY(check_dtype(be, op, "x", x, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "y", y, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "dt", dt, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "B", B, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "C", C, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "x", x, ACT(be)));
+    TRY(check_dtype(be, op, "y", y, ACT(be)));
+    TRY(check_dtype(be, op, "dt", dt, ACT(be)));
+    TRY(check_dtype(be, op, "B", B, ACT(be)));
+    TRY(check_dtype(be, op, "C", C, ACT(be)));
     TRY(check_dtype(be, op, "A_log", A_log, WEIGHTS));
     TRY(check_dtype(be, op, "D", D, WEIGHTS));
     TRY(check_rows_cols(be, op, "x", x, tokens, (int64_t)num_heads * head_dim));
@@ -491,8 +494,8 @@ int op_activation(struct backend *be, struct tensor *out, const struct tensor *x
         return -1;
     TRY(check_tensor(be, op, "out", out));
     TRY(check_tensor(be, op, "x", x));
-    TRY(check_dtype(be, op, "x", x, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "x", x, ACT(be)));
+    TRY(check_dtype(be, op, "out", out, ACT(be)));
     if (tensor_elements(out) != tensor_elements(x))
         return backend_set_error(be, "%s: out (%s) and x (%s) differ in size", op, DESCRIBE(out),
                                  DESCRIBE(x));
@@ -510,9 +513,9 @@ int op_swiglu(struct backend *be, struct tensor *out, const struct tensor *gate,
     TRY(check_tensor(be, op, "out", out));
     TRY(check_tensor(be, op, "gate", gate));
     TRY(check_tensor(be, op, "up", up));
-    TRY(check_dtype(be, op, "gate", gate, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "up", up, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "gate", gate, ACT(be)));
+    TRY(check_dtype(be, op, "up", up, ACT(be)));
+    TRY(check_dtype(be, op, "out", out, ACT(be)));
     TRY(check_rows_cols(be, op, "up", up, tensor_rows(gate), tensor_cols(gate)));
     TRY(check_rows_cols(be, op, "out", out, tensor_rows(gate), tensor_cols(gate)));
     return be->ops->swiglu(be, out, gate, up);
@@ -524,8 +527,8 @@ static int check_binary(struct backend *be, const char *op, const struct tensor 
     TRY(check_tensor(be, op, "out", out));
     TRY(check_tensor(be, op, "a", a));
     TRY(check_tensor(be, op, "b", b));
-    TRY(check_dtype(be, op, "a", a, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "a", a, ACT(be)));
+    TRY(check_dtype(be, op, "out", out, ACT(be)));
     TRY(check_dtype(be, op, "b", b, ACTIVATIONS));
     TRY(check_rows_cols(be, op, "out", out, tensor_rows(a), tensor_cols(a)));
     if (tensor_cols(b) != tensor_cols(a) ||
@@ -558,8 +561,8 @@ int op_scale(struct backend *be, struct tensor *out, const struct tensor *x, flo
         return -1;
     TRY(check_tensor(be, op, "out", out));
     TRY(check_tensor(be, op, "x", x));
-    TRY(check_dtype(be, op, "x", x, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "x", x, ACT(be)));
+    TRY(check_dtype(be, op, "out", out, ACT(be)));
     if (tensor_elements(out) != tensor_elements(x))
         return backend_set_error(be, "%s: out (%s) and x (%s) differ in size", op, DESCRIBE(out),
                                  DESCRIBE(x));
@@ -659,8 +662,8 @@ int op_softmax(struct backend *be, struct tensor *out, const struct tensor *x,
         return -1;
     TRY(check_tensor(be, op, "out", out));
     TRY(check_tensor(be, op, "x", x));
-    TRY(check_dtype(be, op, "x", x, DT(TENSOR_F32)));
-    TRY(check_dtype(be, op, "out", out, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "x", x, ACT(be)));
+    TRY(check_dtype(be, op, "out", out, ACT(be)));
     TRY(check_rows_cols(be, op, "out", out, tensor_rows(x), tensor_cols(x)));
     return be->ops->softmax(be, out, x, inv_temperature);
 }

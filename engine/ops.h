@@ -10,7 +10,8 @@
 //   boundaries come as an I32 tensor of offsets `cu_seqlens` [num_seqs + 1] (cu_seqlens[0] =
 //   0, cu_seqlens[num_seqs] = total_tokens), as in FlashAttention's / vLLM's varlen API.
 // - Outputs are preallocated by the caller, on the same backend. Activations are f32 on the
-//   CPU backend (a device backend may use bf16 activations; ops accept both where noted).
+//   CPU backend; a device backend may also accept bf16 activations (it declares which in its
+//   table; see ops_backend.h). Rotary tables, recurrent state and matmul accumulation stay f32.
 //   Weights may be f32, bf16, f16 or fp8 e4m3 (the tensor's `scale` multiplies fp8 values).
 // - Index tensors (ids, offsets, block tables, slot mappings) are I32 on the same backend, so
 //   a device backend never reads host memory during a step (and steps can be graph-captured).

@@ -14,6 +14,11 @@
 struct backend_ops {
     const char *name;
     int is_host; // tensor data is host memory
+    // Activation dtypes (bit mask, 1u << dtype) the norm, rotary, attention, element-wise and
+    // state-space ops accept besides f32: 0 on the CPU backend (the f32 reference); a GPU
+    // backend may declare bf16. Index tensors, rotary tables and recurrent state stay
+    // i32 / f32 / f32.
+    unsigned activation_dtypes;
 
     // Memory: alloc returns NULL on failure. write/read copy whole byte ranges.
     void *(*alloc)(struct backend *be, size_t bytes);
