@@ -166,6 +166,8 @@ typedef struct decode_state {
     frame_converter *converter;
     int64_t *timestamps; // sorted presentation timestamps of all frames (stream time base)
     int64_t frame_count;
+    int64_t *key_timestamps; // sorted presentation timestamps of keyframes
+    int64_t key_count;
     bool by_timestamp; // frames are identified by timestamp (else by counting)
     // Sampled frames, ascending source indices; slot i of the output.
     int64_t *needed;
@@ -182,6 +184,7 @@ static void decode_state_free(decode_state *state)
     av_frame_free(&state->frame);
     frame_converter_free(state->converter);
     free(state->timestamps);
+    free(state->key_timestamps);
     free(state->needed);
     free(state->needed_filled);
 }
@@ -194,8 +197,14 @@ static enum media_error index_frames(decode_state *state, int stream_index,
     int64_t count = 0;
     bool missing_timestamp = false;
     int64_t *timestamps = malloc((size_t)capacity * sizeof(*timestamps));
-    if (!timestamps)
+    // Keyframes are a subset of frames: the same capacity always suffices.
+    int64_t *key_timestamps = malloc((size_t)capacity * sizeof(*key_timestamps));
+    int64_t key_count = 0;
+    if (!timestamps || !key_timestamps) {
+        free(timestamps);
+        free(key_timestamps);
         return fail(MEDIA_ERR_OUT_OF_MEMORY, err, err_size, "frame index");
+    }
     AVPacket *packet = state->packet;
     int64_t packets_read = 0; // including those an edit list discards
     int status;
@@ -212,30 +221,42 @@ static enum media_error index_frames(decode_state *state, int stream_index,
         if (count >= limits->max_source_frames) {
             av_packet_unref(packet);
             free(timestamps);
+            free(key_timestamps);
             return fail(MEDIA_ERR_TOO_LONG, err, err_size,
                         "more than %" PRId64 " frames in the video stream (cap)",
                         limits->max_source_frames);
         }
         if (count == capacity) {
             int64_t *grown = realloc(timestamps, (size_t)capacity * 2 * sizeof(*timestamps));
-            if (!grown) {
+            if (grown)
+                timestamps = grown;
+            int64_t *grown_keys =
+                grown ? realloc(key_timestamps, (size_t)capacity * 2 * sizeof(*key_timestamps))
+                      : NULL;
+            if (!grown_keys) {
                 av_packet_unref(packet);
                 free(timestamps);
+                free(key_timestamps);
                 return fail(MEDIA_ERR_OUT_OF_MEMORY, err, err_size, "frame index");
             }
-            timestamps = grown;
+            key_timestamps = grown_keys;
             capacity *= 2;
         }
-        int64_t timestamp = packet->pts != AV_NOPTS_VALUE ? packet->pts : packet->dts;
-        if (timestamp == AV_NOPTS_VALUE) {
+        // Frames are identified by presentation timestamp only when every packet has one;
+        // otherwise decode timestamps (or the count) still serve for durations and spans.
+        if (packet->pts == AV_NOPTS_VALUE)
             missing_timestamp = true;
-            timestamp = count;
-        }
+        int64_t timestamp = packet->pts != AV_NOPTS_VALUE   ? packet->pts
+                            : packet->dts != AV_NOPTS_VALUE ? packet->dts
+                                                            : count;
         timestamps[count++] = timestamp;
+        if (packet->flags & AV_PKT_FLAG_KEY)
+            key_timestamps[key_count++] = timestamp;
         av_packet_unref(packet);
     }
     if (status != AVERROR_EOF && is_out_of_memory(status)) {
         free(timestamps);
+        free(key_timestamps);
         return fail(MEDIA_ERR_OUT_OF_MEMORY, err, err_size, "demuxing");
     }
     // A clip whose index (MP4 moov) promises more frames than the data holds was cut short:
@@ -243,18 +264,22 @@ static enum media_error index_frames(decode_state *state, int stream_index,
     int64_t declared = state->format->streams[stream_index]->nb_frames;
     if (declared > 0 && packets_read < declared) {
         free(timestamps);
+        free(key_timestamps);
         return fail(MEDIA_ERR_UNDECODABLE, err, err_size,
                     "the container declares %" PRId64 " frames but only %" PRId64
                     " can be read (truncated: %s)",
                     declared, packets_read, av_err2str(status));
     }
     qsort(timestamps, (size_t)count, sizeof(*timestamps), compare_int64);
+    qsort(key_timestamps, (size_t)key_count, sizeof(*key_timestamps), compare_int64);
     bool unique = true;
     for (int64_t i = 1; i < count; i++)
         if (timestamps[i] == timestamps[i - 1])
             unique = false;
     state->timestamps = timestamps;
     state->frame_count = count;
+    state->key_timestamps = key_timestamps;
+    state->key_count = key_count;
     state->by_timestamp = !missing_timestamp && unique;
     return MEDIA_OK;
 }
@@ -365,6 +390,20 @@ static enum media_error decode_frames(decode_state *state, const uint8_t *data, 
     bool skip_nonref = sampling->skip_nonref_frames && state->by_timestamp &&
                        codec_can_skip_nonref(parameters->codec_id);
     int nal_length_size = h264_nal_length_size(parameters->extradata, parameters->extradata_size);
+    // Where a span starts past the first keyframe, decoding starts at the last keyframe at or
+    // before the first sampled frame; earlier packets are demuxed but not decoded. Frames that
+    // follow a keyframe in presentation order never need what precedes it, so this is exact.
+    bool started = true;
+    int64_t start_key = 0;
+    if (state->by_timestamp && state->key_count > 0) {
+        int64_t first_needed = state->timestamps[state->needed[0]];
+        for (int64_t k = state->key_count - 1; k >= 0; k--)
+            if (state->key_timestamps[k] <= first_needed) {
+                start_key = state->key_timestamps[k];
+                started = start_key <= state->timestamps[0];
+                break;
+            }
+    }
     int64_t counted_frames = 0;
     enum media_error error = MEDIA_OK;
     AVPacket *packet = state->packet;
@@ -376,11 +415,19 @@ static enum media_error decode_frames(decode_state *state, const uint8_t *data, 
             av_packet_unref(packet);
             continue;
         }
+        if (!started) {
+            if ((packet->flags & AV_PKT_FLAG_KEY) && packet->pts == start_key) {
+                started = true;
+            } else {
+                clip->packets_before_start++;
+                av_packet_unref(packet);
+                continue;
+            }
+        }
         if (skip_nonref) {
             // A frame nobody samples may be dropped if nothing references it: the decoder
             // skips it only when the bitstream marks it non-reference (AVDISCARD_NONREF).
-            int64_t timestamp = packet->pts != AV_NOPTS_VALUE ? packet->pts : packet->dts;
-            int64_t index = find_sorted(state->timestamps, state->frame_count, timestamp);
+            int64_t index = find_sorted(state->timestamps, state->frame_count, packet->pts);
             bool wanted = index < 0 || needed_slot(state, index) >= 0;
             bool skip =
                 !wanted && !(packet->flags & AV_PKT_FLAG_KEY) &&

@@ -101,6 +101,7 @@ typedef struct media_clip {
     size_t rgb_bytes;
 
     // Decode statistics (for benchmarks and logs).
+    int64_t packets_before_start; // demuxed, not decoded: before the span's keyframe
     int64_t packets_sent;
     int64_t packets_skipped_nonref;
     int64_t frames_decoded;

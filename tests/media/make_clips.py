@@ -14,7 +14,7 @@ under test:
     and PyAV pick the same matrix); rotation by the CLI's autorotate.
 manifest.txt lines:
   decode NAME CLIP REF WIDTH HEIGHT FRAMES SPAN_START SPAN_END WINDOWS (START END N)...
-         SAMPLES INDEX... TIMESTAMP...
+         SAMPLES INDEX... TIMESTAMP... PACKETS_BEFORE_START
   error NAME CLIP CAUSE [LIMIT=VALUE ...]
   survive NAME CLIP CAUSE|CAUSE...   (damaged input: must not crash, cause in the set)
 """
@@ -81,6 +81,22 @@ def plan(info, span_start=-1.0, span_end=-1.0):
     return windows, indices
 
 
+def packets_before_start(path, first_needed_time):
+    """Video packets (demux order) before the last keyframe at or before the first sampled
+    frame, when that keyframe is not the first frame: what media/ demuxes without decoding."""
+    rows = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+         "packet=pts_time,flags", "-of", "csv=p=0", path],
+        check=True, capture_output=True, text=True).stdout.split()
+    packets = [(Fraction(pts), "K" in flags) for pts, flags in (r.split(",")[:2] for r in rows)]
+    first_time = min(t for t, _ in packets)
+    keys = [t for t, key in packets if key and t <= first_needed_time]
+    if not keys or max(keys) == first_time:
+        return 0
+    start = max(keys)
+    return next(i for i, (t, key) in enumerate(packets) if key and t == start)
+
+
 def reference_frames(clip, indices, out_path):
     expression = "+".join(f"eq(n\\,{i})" for i in indices)
     run(["ffmpeg", "-v", "error", "-y", "-i", clip, "-vf", f"select='{expression}'",
@@ -130,6 +146,10 @@ def main():
         # Variable frame rate: 30 fps for 3 s, then every third frame.
         "h264_vfr_mp4": ("h264_vfr.mp4", src.format("320x240", 30), 8, x264,
                          "select='lt(n\\,90)+not(mod(n\\,3))'", ["-vsync", "vfr"]),
+        # A keyframe every second, so a span can start decoding at a later keyframe.
+        "h264_gop30_mp4": ("h264_gop30.mp4", src.format("320x240", 30), 10,
+                           x264 + ["-g", "30", "-keyint_min", "30", "-sc_threshold", "0"], None,
+                           None),
         "h264_short_mp4": ("h264_short.mp4", src.format("64x48", 30), 0.1, x264, None, None),
     }
     for name, (file, source, seconds, codec, filters, extra) in clips.items():
@@ -152,6 +172,7 @@ def main():
         for start, end, n in windows:
             fields += [start, end, n]
         fields += [len(indices)] + indices + [repr(t) for t in times]
+        fields.append(packets_before_start(clip, info["times"][indices[0]]))
         lines.append(" ".join(str(f) for f in fields))
 
     for name in ["h264_mp4", "h264_1080p_mp4", "hevc_10bit_mkv", "hevc_8bit_mp4", "h264_mkv",
@@ -159,6 +180,7 @@ def main():
                  "mpeg4_mov", "h264_long_mp4", "h264_rotated_mp4", "h264_vfr_mp4"]:
         decode_case(name, clips[name][0])
     decode_case("h264_span_mp4", "h264.mp4", 2.0, 6.0)
+    decode_case("h264_gop30_span_mp4", "h264_gop30.mp4", 4.0, 6.0)
 
     # Bad media.
     def write(file, data):

@@ -136,6 +136,9 @@ static void run_decode_case(const test_case *test)
             fail_msg("%s: sample %d at %.6f s, reference %.6f s", test->name, i,
                      clip->timestamps_s[i], expected);
     }
+    // Packets before the keyframe a span starts from are not decoded (expected count from
+    // ffprobe's packet list).
+    assert_int_equal(clip->packets_before_start, next_int(&cursor));
     compare_pixels(test->name, clip, reference, reference_size);
     const media_window *last = &clip->windows[window_count - 1];
     assert_ptr_equal(media_clip_frame_rgb(clip, last->first_sample + last->sample_count - 1),
@@ -167,9 +170,11 @@ static void run_decode_case(const test_case *test)
         assert_memory_not_equal(raw->rgb, clip->rgb, raw->rgb_bytes);
         media_clip_free(raw);
     }
-    print_message("%s: %s %dx%d, %d samples, %lld packets sent, %lld non-reference skipped\n",
+    print_message("%s: %s %dx%d, %d samples, %lld packets not decoded before the start, %lld "
+                  "sent, %lld non-reference skipped\n",
                   test->name, clip->codec_name, clip->width, clip->height, clip->sample_count,
-                  (long long)clip->packets_sent, (long long)clip->packets_skipped_nonref);
+                  (long long)clip->packets_before_start, (long long)clip->packets_sent,
+                  (long long)clip->packets_skipped_nonref);
     media_clip_free(plain_clip);
     media_clip_free(clip);
     free(reference);
