@@ -525,7 +525,10 @@ int job_message_encode(const struct job_message *m, char **buffer, size_t *size,
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
 
-    int fields = 11 + (m->clip_id != NULL) + 2 * (m->has_span != 0) + (m->stage2 != 0);
+    // span_end_s < 0 (to the end of the clip) is written by leaving the key out: the decoder
+    // rejects negative values.
+    int has_span_end = m->has_span && m->span_end_s >= 0;
+    int fields = 11 + (m->clip_id != NULL) + (m->has_span != 0) + has_span_end + (m->stage2 != 0);
     msgpack_pack_map(&pk, (size_t)fields);
     pack_key(&pk, "v");
     msgpack_pack_int(&pk, m->version);
@@ -540,6 +543,8 @@ int job_message_encode(const struct job_message *m, char **buffer, size_t *size,
     if (m->has_span) {
         pack_key(&pk, "span_start_s");
         msgpack_pack_double(&pk, m->span_start_s);
+    }
+    if (has_span_end) {
         pack_key(&pk, "span_end_s");
         msgpack_pack_double(&pk, m->span_end_s);
     }
