@@ -105,8 +105,8 @@ def main():
         sys.exit("usage: reference.py QWEN_DIR CORPUS.json OUT_DIR")
     qwen_dir, corpus_path, out_dir = sys.argv[1:]
     if not os.path.isfile(os.path.join(qwen_dir, "tokenizer.json")):
-        sys.exit(f"reference.py: no tokenizer.json in {qwen_dir} (configure with "
-                 "-DCLIPCAP_QWEN_TOKENIZER_DIR=<folder with the real Qwen tokenizer>)")
+        sys.exit(f"reference.py: no tokenizer.json in {qwen_dir} (tests/CMakeLists.txt "
+                 "extracts it from tests/fixtures/qwen-tokenizer at configure time)")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(qwen_dir, "tokenizer.json"), encoding="utf-8") as f:
         base = json.load(f)
