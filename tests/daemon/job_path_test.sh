@@ -6,10 +6,14 @@
 #      end as failed jobs with the right cause; every offset is committed (lag 0).
 #   2. Replaying every message (a new consumer group) duplicates no row.
 #   3. SIGTERM mid-run, then a restart: every job ends exactly once, nothing lost.
-# Usage: job_path_test.sh CLIPCAPD CLIPCAP   (run under tests/lib/with-postgres)
+# Usage: job_path_test.sh CLIPCAPD CLIPCAP [MODEL_DIR]   (under tests/lib/with-postgres)
+# With MODEL_DIR, CLIPCAPD is the real daemon and the engine is the real CPU engine on that
+# checkpoint (captions are then checked for shape and determinism, not for their text);
+# without it, CLIPCAPD is built with the engine test double, which reports the frames it got.
 set -euo pipefail
 clipcapd=$1
 clipcap=$2
+model_dir=${3:-}
 : "${CLIPCAP_PG_URL:?run under tests/lib/with-postgres}"
 
 work=$(mktemp -d /tmp/clipcap-job-path.XXXXXX)
@@ -67,7 +71,7 @@ expected_captions=0
         rows=$windows
         [ "$stage2" = true ] && rows=$((windows * 2))
         expected_captions=$((expected_captions + rows))
-        printf '{"v":1,"job_id":"job-%03d","clip_uri":"file://%s/clip.mp4","clip_id":"clip-%d","stage2":%s%s}\n' \
+        printf '{"v":1,"job_id":"job-%03d","clip_uri":"file://%s/clip.mp4","clip_id":"clip-%d","stage2":%s,"max_output_tokens":6%s}\n' \
             "$i" "$work" "$((i % 7))" "$stage2" "$extra"
     done
     printf '{"v":1,"job_id":"bad-missing","clip_uri":"file://%s/missing.mp4"}\n' "$work"
@@ -85,6 +89,9 @@ grep -q "enqueued 205 of 205" "$work/enqueue.out" || fail "enqueue: $(cat "$work
 daemon_flags=(--set "kafka.brokers=$brokers" --set "postgres.url=$CLIPCAP_PG_URL"
     --set "daemon.state_dir=$work/state" --set "pipeline.fetch_workers=2"
     --set "pipeline.max_jobs_in_flight=8" --set "pipeline.drain_timeout_seconds=30")
+if [ -n "$model_dir" ]; then
+    daemon_flags+=(--set "engine.model_dir=$model_dir" --set engine.threads=2)
+fi
 
 start_daemon() { # start_daemon LOG [extra flags]
     local log=$1
@@ -131,10 +138,17 @@ check_cause bad-type schema
 sql "SELECT error_message FROM jobs WHERE job_id = 'bad-model'" | grep -q "unknown model variant 'llama'" ||
     fail "bad-model's message does not name the cause"
 
-# The frames that reached the engine: 20 source frames at 10 fps, sampled at 2 fps -> 4.
-sql "SELECT caption FROM captions c JOIN jobs j USING (job_id)
-     WHERE job_id = 'job-001' AND stage = 1" | grep -q '^double: 4 frames 64x48 first_index 0 ' ||
-    fail "job-001's caption: $(sql "SELECT caption FROM captions WHERE job_id = 'job-001'")"
+if [ -z "$model_dir" ]; then
+    # The frames that reached the engine: 20 source frames at 10 fps, sampled at 2 fps -> 4.
+    sql "SELECT caption FROM captions c JOIN jobs j USING (job_id)
+         WHERE job_id = 'job-001' AND stage = 1" | grep -q '^double: 4 frames 64x48 first_index 0 ' ||
+        fail "job-001's caption: $(sql "SELECT caption FROM captions WHERE job_id = 'job-001'")"
+else
+    # The real engine: every caption generated 1..6 tokens and ended for a stated reason.
+    [ "$(sql "SELECT count(*) FROM captions WHERE output_tokens BETWEEN 1 AND 6
+              AND prompt_tokens > 0 AND finish_reason IN ('stop', 'length')")" = "$expected_captions" ] ||
+        fail "caption token counts: $(sql "SELECT output_tokens, prompt_tokens, finish_reason, count(*) FROM captions GROUP BY 1,2,3")"
+fi
 # Windows 8/8/4 of job-005, recorded with their source frame ranges.
 [ "$(sql "SELECT string_agg(start_frame || '-' || end_frame, ',' ORDER BY window_index)
           FROM captions WHERE job_id = 'job-005' AND stage = 1")" = "0-7,8-15,16-19" ] ||
@@ -147,12 +161,17 @@ sql "SELECT caption FROM captions c JOIN jobs j USING (job_id)
             AND c.sampling ->> 'max_tokens' = '512'")" = "$expected_captions" ] ||
     fail "provenance missing on some caption rows"
 
-# --- 2. replay every message under a new group: no duplicate rows
+# --- 2. replay every message under a new group: no duplicate rows, the same captions (each
+# window's sampling is seeded from its job and window)
 before=$(sql "SELECT count(*) FROM captions")
+captions_digest() { sql "SELECT md5(string_agg(job_id || window_index || stage || caption, '|'
+                          ORDER BY job_id, window_index, stage)) FROM captions"; }
+digest_before=$(captions_digest)
 start_daemon "$work/daemon2.log" --set kafka.group=clipcap-replay
 wait_for 300 "the replay to finish" lag_is_zero clipcap-replay clipcap.jobs
 stop_daemon
 [ "$(sql "SELECT count(*) FROM captions")" = "$before" ] || fail "replay duplicated captions"
+[ "$(captions_digest)" = "$digest_before" ] || fail "the replay produced different captions"
 [ "$(sql "SELECT count(*) FROM (SELECT job_id, window_index, stage, model_revision_id
           FROM captions GROUP BY 1, 2, 3, 4 HAVING count(*) > 1) d")" = 0 ] ||
     fail "duplicate caption keys"
@@ -161,7 +180,7 @@ stop_daemon
 
 # --- 3. SIGTERM mid-run, restart: nothing lost, nothing duplicated
 for i in $(seq 0 199); do
-    printf '{"v":1,"job_id":"restart-%03d","clip_uri":"file://%s/clip.mp4","stage2":true}\n' "$i" "$work"
+    printf '{"v":1,"job_id":"restart-%03d","clip_uri":"file://%s/clip.mp4","stage2":true,"max_output_tokens":6}\n' "$i" "$work"
 done >"$work/restart.jsonl"
 "$clipcap" enqueue --brokers "$brokers" --topic clipcap.restart --file "$work/restart.jsonl" \
     >"$work/enqueue2.out" || fail "enqueue: $(cat "$work/enqueue2.out")"
