@@ -295,9 +295,9 @@ static enum media_error take_frame(decode_state *state, media_clip *clip, int64_
     AVFrame *frame = state->frame;
     int64_t index;
     if (state->by_timestamp) {
-        int64_t timestamp = frame->best_effort_timestamp != AV_NOPTS_VALUE
-                                ? frame->best_effort_timestamp
-                                : frame->pts;
+        // The packet's pts travels with its frame; best_effort_timestamp may swap in a dts.
+        int64_t timestamp =
+            frame->pts != AV_NOPTS_VALUE ? frame->pts : frame->best_effort_timestamp;
         index = find_sorted(state->timestamps, state->frame_count, timestamp);
     } else {
         index = *counted_frames;
@@ -359,8 +359,8 @@ static bool codec_can_skip_nonref(enum AVCodecID codec_id)
 // Pass 2: decode until every sampled frame is out.
 static enum media_error decode_frames(decode_state *state, const uint8_t *data, size_t size,
                                       int stream_index, const AVCodecParameters *parameters,
-                                      const media_sampling *sampling, media_clip *clip, char *err,
-                                      size_t err_size)
+                                      const media_sampling *sampling, const media_limits *limits,
+                                      media_clip *clip, char *err, size_t err_size)
 {
     const AVCodec *codec = avcodec_find_decoder(parameters->codec_id);
     if (!codec)
@@ -374,6 +374,9 @@ static enum media_error decode_frames(decode_state *state, const uint8_t *data, 
     state->decoder->thread_count = sampling->decode_threads > 0 ? sampling->decode_threads : 0;
     state->decoder->thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE;
     state->decoder->pkt_timebase = state->format->streams[stream_index]->time_base;
+    // The header's size passed the caps; a bitstream that later grows past them is refused by
+    // libavcodec itself before it allocates the frame.
+    state->decoder->max_pixels = limits->max_pixels_per_frame;
     int status = avcodec_open2(state->decoder, codec, NULL);
     if (status < 0)
         return fail(MEDIA_ERR_UNDECODABLE, err, err_size, "cannot open decoder %s: %s", codec->name,
@@ -717,8 +720,8 @@ enum media_error media_decode_clip(const uint8_t *data, size_t size, const media
         avcodec_parameters_free(&parameters);
         goto fail;
     }
-    error =
-        decode_frames(&state, data, size, stream_index, parameters, sampling, clip, err, err_size);
+    error = decode_frames(&state, data, size, stream_index, parameters, sampling, limits, clip, err,
+                          err_size);
     avcodec_parameters_free(&parameters);
     if (error != MEDIA_OK)
         goto fail;
