@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -533,6 +534,10 @@ static enum media_error plan_samples(decode_state *state, media_clip *clip, cons
                     "%" PRId64 " frames%s; at least %d are needed for a window", clip->span_frames,
                     clip->span_frames != clip->source_frames ? " in the span" : "",
                     MEDIA_WINDOW_MIN_FRAMES);
+    // Counts are ints in media_clip; only absurd caps (window_size 1 over billions of
+    // frames) could get near that.
+    if (window_count > INT_MAX / MEDIA_FPS_MAX_FRAMES)
+        return fail(MEDIA_ERR_TOO_LONG, err, err_size, "%" PRId64 " windows", window_count);
     media_frame_range *ranges = calloc((size_t)window_count, sizeof(*ranges));
     clip->windows = calloc((size_t)window_count, sizeof(*clip->windows));
     if (!ranges || !clip->windows) {
