@@ -791,8 +791,12 @@ static void prefill_one(struct engine *e, struct request *r)
         r->vision =
             tensor_new_2d(e->backend, TENSOR_F32, r->video_tokens, e->config.text.hidden_size,
                           "vision_embeddings", message, sizeof(message));
-        if (!r->vision || qwen_vision_forward(e->model, r->pixel_rows, &r->grid, r->vision, message,
-                                              sizeof(message))) {
+        if (!r->vision) { // out of memory now: the clip may succeed later
+            fail_request(e, r, ENGINE_ERROR_RESOURCES, message);
+            return;
+        }
+        if (qwen_vision_forward(e->model, r->pixel_rows, &r->grid, r->vision, message,
+                                sizeof(message))) {
             fail_request(e, r, ENGINE_ERROR_INTERNAL, message);
             return;
         }

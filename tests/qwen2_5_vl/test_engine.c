@@ -240,13 +240,14 @@ static void test_greedy_matches_transformers(void **state)
     unsetenv("CLIPCAP_ENGINE_PREFILL_CHUNK");
 }
 
-static void test_stage2_reuses_prefix(void **state)
+// tiny_a's shared prefix ends on a KV block boundary (272 = 17 x 16 tokens), tiny_b's does not
+// (151 tokens: the fork copies the partial block).
+static void check_stage2(const char *case_name)
 {
-    (void)state;
     char dir[256];
-    make_model_dir("tiny_a", dir, sizeof(dir));
+    make_model_dir(case_name, dir, sizeof(dir));
     struct clip clip;
-    load_clip("tiny_a", &clip);
+    load_clip(case_name, &clip);
     const char *prompt = "Describe the video.";
     const char *prefix = "Please refine this caption: ";
     engine *e = open_engine(dir, 4);
@@ -267,7 +268,7 @@ static void test_stage2_reuses_prefix(void **state)
     struct engine_result second;
     assert_int_equal(run_all(e, &second, 1), 1);
     assert_int_equal(second.status, ENGINE_OK);
-    printf("tiny_a: stage 1 \"%s\"\n        stage 2 \"%s\"\n", first.stage1.text,
+    printf("%s: stage 1 \"%s\"\n        stage 2 \"%s\"\n", case_name, first.stage1.text,
            first.stage2.text);
     assert_string_equal(first.stage2.text, second.stage1.text);
     assert_int_equal(first.stage2.prompt_tokens, second.stage1.prompt_tokens);
@@ -278,6 +279,13 @@ static void test_stage2_reuses_prefix(void **state)
     engine_close(e);
     free_clip(&clip);
     remove_model_dir(dir);
+}
+
+static void test_stage2_reuses_prefix(void **state)
+{
+    (void)state;
+    check_stage2("tiny_a");
+    check_stage2("tiny_b");
 }
 
 static void test_batch_equals_alone_and_seeded_sampling(void **state)
