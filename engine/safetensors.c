@@ -351,8 +351,9 @@ struct safetensors_file *safetensors_open(const char *path, char *err, size_t er
     for (size_t i = 0; i < file->header->count; i++)
         file->by_name[i] = &file->header->entries[i];
     qsort(file->by_name, file->header->count, sizeof *file->by_name, compare_entry_names);
-    // Most of the file is read once, front to back, when weights load.
-    madvise((void *)file->map, file->map_size, MADV_SEQUENTIAL);
+    // No madvise: on the CPU backend weights are used in place from this mapping on every
+    // forward pass, so the kernel's default caching is what we want (MADV_SEQUENTIAL would let
+    // it drop pages right after the first pass).
     return file;
 fail:
     if (fd >= 0)
