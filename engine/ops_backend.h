@@ -3,7 +3,11 @@
 //
 // ops.c validates dtypes, shapes and aliasing of every call once, for all backends, before it
 // calls the table; a backend function may assume a valid call and only checks what depends on
-// data (ids, offsets), reporting with backend_set_error. Every entry is required.
+// data (ids, offsets, block ids, state slots), reporting with backend_set_error. A device
+// backend that cannot read index data without a host round trip checks it in its kernels
+// (clamping, and raising a device-side flag it turns into backend_set_error at the next
+// synchronize) rather than syncing every op; the host-side producers (kv_cache_plan_step, the
+// tokenizer) already keep those values in range. Every entry is required.
 #ifndef CLIPCAP_ENGINE_OPS_BACKEND_H
 #define CLIPCAP_ENGINE_OPS_BACKEND_H
 
