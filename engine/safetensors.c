@@ -439,6 +439,12 @@ static int open_index(struct safetensors_model *model, const char *dir, const ch
                       char *err, size_t err_size)
 {
     json_error_t json_error;
+    struct stat st;
+    if (stat(index_path, &st) != 0 || st.st_size > (off_t)SAFETENSORS_MAX_HEADER_BYTES) {
+        snprintf(err, err_size, "%s: unreadable or larger than %u bytes", index_path,
+                 SAFETENSORS_MAX_HEADER_BYTES);
+        return -1;
+    }
     json_t *root = json_load_file(index_path, JSON_REJECT_DUPLICATES, &json_error);
     char path[4096];
     int rc = -1;
@@ -473,6 +479,11 @@ static int open_index(struct safetensors_model *model, const char *dir, const ch
             if (strcmp(model->files[i]->path, path) == 0)
                 file = model->files[i];
         if (!file) {
+            if (model->file_count >= SAFETENSORS_MAX_SHARDS) {
+                snprintf(err, err_size, "%s: more than %d shards", index_path,
+                         SAFETENSORS_MAX_SHARDS);
+                goto done;
+            }
             if (access(path, R_OK) != 0) {
                 snprintf(err, err_size, "%s: tensor %s: its shard %s is missing: %s", index_path,
                          name, path, strerror(errno));

@@ -21,7 +21,8 @@
 extern "C" {
 #endif
 
-#define SAFETENSORS_MAX_HEADER_BYTES 100000000u
+#define SAFETENSORS_MAX_HEADER_BYTES 100000000u // also caps model.safetensors.index.json
+#define SAFETENSORS_MAX_SHARDS       4096
 
 // Every dtype the format defines. The engine loads the ones tensor.h has.
 enum safetensors_dtype {
