@@ -349,12 +349,16 @@ static enum media_error receive_frames(decode_state *state, media_clip *clip,
 }
 
 // Skipping non-reference frames is exact only where the decoder honours skip_frame per
-// packet (frame threads copy it at submission) and a skipped frame can never be referenced:
-// H.264 (nal_ref_idc == 0). Not HEVC: its "non-reference" NAL types are sub-layer
-// non-reference pictures, which pictures of a higher temporal sub-layer may still use.
-static bool codec_can_skip_nonref(enum AVCodecID codec_id)
+// packet (frame threads copy it at submission) and a skipped picture can never be
+// referenced: H.264 (nal_ref_idc 0), and HEVC when the stream has a single temporal layer
+// (its "non-reference" NAL types are only sub-layer non-reference: with more layers, pictures
+// of a higher layer may still use them).
+static bool codec_can_skip_nonref(const AVCodecParameters *parameters)
 {
-    return codec_id == AV_CODEC_ID_H264;
+    if (parameters->codec_id == AV_CODEC_ID_H264)
+        return true;
+    return parameters->codec_id == AV_CODEC_ID_HEVC &&
+           hevc_single_temporal_layer(parameters->extradata, parameters->extradata_size);
 }
 
 // Pass 2: decode until every sampled frame is out.
@@ -391,9 +395,10 @@ static enum media_error decode_frames(decode_state *state, const uint8_t *data, 
         return fail(MEDIA_ERR_UNDECODABLE, err, err_size, "reopening the container: %s",
                     av_err2str(status));
 
-    bool skip_nonref = sampling->skip_nonref_frames && state->by_timestamp &&
-                       codec_can_skip_nonref(parameters->codec_id);
-    int nal_length_size = h264_nal_length_size(parameters->extradata, parameters->extradata_size);
+    bool skip_nonref =
+        sampling->skip_nonref_frames && state->by_timestamp && codec_can_skip_nonref(parameters);
+    int length_size =
+        nal_length_size(parameters->codec_id, parameters->extradata, parameters->extradata_size);
     // Where a span starts past the first keyframe, decoding starts at the last keyframe at or
     // before the first sampled frame; earlier packets are demuxed but not decoded. Frames that
     // follow a keyframe in presentation order never need what precedes it, so this is exact.
@@ -433,9 +438,9 @@ static enum media_error decode_frames(decode_state *state, const uint8_t *data, 
             // skips it only when the bitstream marks it non-reference (AVDISCARD_NONREF).
             int64_t index = find_sorted(state->timestamps, state->frame_count, packet->pts);
             bool wanted = index < 0 || needed_slot(state, index) >= 0;
-            bool skip =
-                !wanted && !(packet->flags & AV_PKT_FLAG_KEY) &&
-                h264_packet_is_reference(packet->data, (size_t)packet->size, nal_length_size) == 0;
+            bool skip = !wanted && !(packet->flags & AV_PKT_FLAG_KEY) &&
+                        packet_is_reference(parameters->codec_id, packet->data,
+                                            (size_t)packet->size, length_size) == 0;
             state->decoder->skip_frame = skip ? AVDISCARD_NONREF : AVDISCARD_DEFAULT;
             if (skip)
                 clip->packets_skipped_nonref++;

@@ -4,6 +4,7 @@
 
 #include "media.h"
 
+#include <libavcodec/codec_id.h>
 #include <libavformat/avformat.h>
 #include <libavutil/frame.h>
 
@@ -39,11 +40,16 @@ int frame_converter_write_rgb(frame_converter *converter, const AVFrame *frame,
 // is none or it is not a multiple of 90 degrees.
 int stream_rotation_degrees(const AVStream *stream);
 
-// ---- h264_reference.c ----------------------------------------------------------------------
-// 1 if the H.264 packet's picture is a reference picture, 0 if not, -1 if unknown.
-// nal_length_size: 1-4 for AVCC packets (from h264_nal_length_size), 0 for Annex B.
-int h264_packet_is_reference(const uint8_t *data, size_t size, int nal_length_size);
-// NAL length size of AVCC extradata (avcC box), or 0 for Annex B.
-int h264_nal_length_size(const uint8_t *extradata, int extradata_size);
+// ---- nal_reference.c -----------------------------------------------------------------------
+// 1 if an H.264/HEVC packet's picture may be referenced, 0 if it never is (H.264
+// nal_ref_idc 0; HEVC sub-layer non-reference types), -1 if unknown. nal_length_size: from
+// nal_length_size() for length-prefixed packets, 0 for Annex B.
+int packet_is_reference(enum AVCodecID codec_id, const uint8_t *data, size_t size,
+                        int nal_length_size);
+// NAL length size from avcC/hvcC extradata, or 0 for Annex B.
+int nal_length_size(enum AVCodecID codec_id, const uint8_t *extradata, int extradata_size);
+// True when hvcC extradata declares a single temporal layer (HEVC non-reference pictures
+// are then referenced by nothing).
+bool hevc_single_temporal_layer(const uint8_t *extradata, int extradata_size);
 
 #endif

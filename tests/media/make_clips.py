@@ -131,6 +131,12 @@ def main():
         "hevc_8bit_mp4": ("hevc8.mp4", src.format("128x72", 25), 4,
                           ["-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
                            "-tag:v", "hvc1", "-x265-params", "log-level=error"], None, None),
+        # Two temporal layers: HEVC non-reference pictures may then be referenced by the
+        # higher layer, so media/ must not skip any.
+        "hevc_temporal_layers_mp4": ("hevc_tl.mp4", src.format("128x72", 25), 3,
+                                     ["-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt",
+                                      "yuv420p", "-tag:v", "hvc1", "-x265-params",
+                                      "log-level=error:temporal-layers=1"], None, None),
         "h264_mkv": ("h264.mkv", src.format("192x108", 24), 5, x264, None, None),
         "vp9_odd_webm": ("vp9_odd.webm", src.format("322x242", 24), 3,
                          ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8",
@@ -175,7 +181,8 @@ def main():
         fields.append(packets_before_start(clip, info["times"][indices[0]]))
         lines.append(" ".join(str(f) for f in fields))
 
-    for name in ["h264_mp4", "h264_1080p_mp4", "hevc_10bit_mkv", "hevc_8bit_mp4", "h264_mkv",
+    for name in ["h264_mp4", "h264_1080p_mp4", "hevc_10bit_mkv", "hevc_8bit_mp4",
+                 "hevc_temporal_layers_mp4", "h264_mkv",
                  "vp9_odd_webm", "av1_mp4",
                  "mpeg4_mov", "h264_long_mp4", "h264_rotated_mp4", "h264_vfr_mp4"]:
         decode_case(name, clips[name][0])
