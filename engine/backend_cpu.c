@@ -103,8 +103,11 @@ static const float *row_f32(const struct tensor *t, int64_t row, int64_t cols, i
 // extension, lowered to whatever the target has); the summation order is written out, so
 // the result does not depend on the thread count. Hot functions are built twice (x86-64-v3:
 // AVX2+FMA, and baseline x86-64) and picked at load time; only fused multiply-adds round
-// differently between the two.
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+// differently between the two. Only with GCC and without sanitizers: clang rejects vector
+// arguments across functions of different targets, and sanitizer runtimes are not up when
+// ifunc resolvers run.
+#if defined(__x86_64__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) &&                \
+    !defined(__SANITIZE_THREAD__)
 #define HOT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define HOT_CLONES
