@@ -808,8 +808,16 @@ static void prefill_one(struct engine *e, struct request *r)
         return;
     }
     int rc = run_step(e, &r, 1, message, sizeof(message));
-    if (rc == KV_CACHE_NO_SPACE)
-        return; // not now; admission makes this rare (a caption longer than estimated)
+    if (rc == KV_CACHE_NO_SPACE) {
+        // Admission makes this rare (a stage-2 caption that re-encodes longer than its
+        // estimate). Wait for decoding requests to free blocks; with none left, never.
+        int decoding = 0;
+        for (struct request *o = e->active; o; o = o->next)
+            decoding += o->phase == PHASE_DECODE;
+        if (decoding == 0)
+            fail_request(e, r, ENGINE_ERROR_RESOURCES, message);
+        return;
+    }
     if (rc != 0) {
         fail_request(e, r, ENGINE_ERROR_INTERNAL, message);
         return;

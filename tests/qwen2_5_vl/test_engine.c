@@ -329,6 +329,60 @@ static void test_batch_equals_alone_and_seeded_sampling(void **state)
     remove_model_dir(dir);
 }
 
+// A memory budget that holds one request at a time: the second waits for the first (and both
+// give what they give alone); a request that can never fit is rejected at submit.
+static void test_memory_budget_admission(void **state)
+{
+    (void)state;
+    char dir[256];
+    make_model_dir("tiny_a", dir, sizeof(dir));
+    struct clip clip;
+    load_clip("tiny_a", &clip);
+    char err[512];
+    // tiny_a: 2 layers x (keys + values) x 16 tokens x 8 values x 4 bytes = 2 KiB per block;
+    // a 292-token prompt plus 8 output tokens takes 19 blocks.
+    struct engine_options options = {.model_dir = dir,
+                                     .backend = ENGINE_BACKEND_CPU,
+                                     .threads = 2,
+                                     .memory_budget_bytes = 25 * 2048,
+                                     .max_batch_requests = 4};
+    engine *e = NULL;
+    if (engine_open(&options, &e, err, sizeof(err)))
+        fail_msg("%s", err);
+    struct engine_request a = make_request(&clip, 1, "Describe the video.", NULL, 1, 8);
+    struct engine_request b = make_request(&clip, 2, "What moves?", NULL, 1, 8);
+    assert_int_equal(engine_submit(e, &a, err, sizeof(err)), ENGINE_OK);
+    assert_int_equal(engine_submit(e, &b, err, sizeof(err)), ENGINE_OK);
+    // 25 blocks: the second request (19 blocks at most) is admitted only when the first has
+    // finished and returned its blocks.
+    struct engine_result together[2];
+    assert_int_equal(run_all(e, together, 2), 2);
+    engine_close(e);
+
+    e = open_engine(dir, 4); // default budget
+    struct engine_result alone[2];
+    assert_int_equal(engine_submit(e, &a, err, sizeof(err)), ENGINE_OK);
+    assert_int_equal(run_all(e, &alone[0], 1), 1);
+    assert_int_equal(engine_submit(e, &b, err, sizeof(err)), ENGINE_OK);
+    assert_int_equal(run_all(e, &alone[1], 1), 1);
+    engine_close(e);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(together[i].status, ENGINE_OK);
+        assert_string_equal(together[i].stage1.text, alone[i].stage1.text);
+        engine_result_free(&together[i]);
+        engine_result_free(&alone[i]);
+    }
+
+    options.memory_budget_bytes = 10 * 2048; // fewer blocks than one request needs
+    if (engine_open(&options, &e, err, sizeof(err)))
+        fail_msg("%s", err);
+    assert_int_equal(engine_submit(e, &a, err, sizeof(err)), ENGINE_ERROR_INPUT);
+    assert_non_null(strstr(err, "KV blocks"));
+    engine_close(e);
+    free_clip(&clip);
+    remove_model_dir(dir);
+}
+
 static void test_bad_input(void **state)
 {
     (void)state;
@@ -415,6 +469,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_greedy_matches_transformers),
         cmocka_unit_test(test_stage2_reuses_prefix),
         cmocka_unit_test(test_batch_equals_alone_and_seeded_sampling),
+        cmocka_unit_test(test_memory_budget_admission),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_random_weights),
     };
