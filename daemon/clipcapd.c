@@ -19,6 +19,7 @@
 #include "job_message.h"
 #include "log.h"
 #include "media.h"
+#include "operations.h"
 #include "pipeline.h"
 
 #include <errno.h>
@@ -236,7 +237,7 @@ static int start_pipeline(struct daemon *d, char *err, size_t err_size)
     options.media_limits.max_width = d->config.media_max_frame_width;
     options.media_limits.max_height = d->config.media_max_frame_height;
     options.media_limits.max_sampled_frames_per_window = d->config.media_max_frames_per_window;
-    options.decode_threads = 0;
+    options.decode_threads = 1; // one thread per clip: workers decode clips in parallel
     media_set_ffmpeg_log_quiet(true);
     return pipeline_start(&options, d->engine, d->store, &d->pipeline, err, err_size);
 }
@@ -302,6 +303,8 @@ static void poll_loop(struct daemon *d)
         }
         drain_done(d, 0);
         apply_backpressure(d);
+        operations_tick(d->jobs_in_flight, intake_paused(d->intake),
+                        pipeline_store_available(d->pipeline));
     }
 }
 
@@ -310,6 +313,7 @@ static void drain(struct daemon *d)
     log_message(LOG_LEVEL_NOTICE, "draining", "%ld jobs in flight, up to %d s", d->jobs_in_flight,
                 d->config.pipeline_drain_timeout_seconds);
     intake_set_paused(d->intake, 1);
+    operations_stopping();
     double deadline = monotonic_seconds() + d->config.pipeline_drain_timeout_seconds;
     int signals_at_start = signals_received;
     while (d->jobs_in_flight > 0 && monotonic_seconds() < deadline &&
@@ -322,6 +326,7 @@ static void drain(struct daemon *d)
         if (message)
             rd_kafka_message_destroy(message);
         drain_done(d, 50);
+        operations_tick(d->jobs_in_flight, 1, pipeline_store_available(d->pipeline));
     }
     if (d->jobs_in_flight > 0)
         log_message(LOG_LEVEL_WARNING, "drain_incomplete",
@@ -385,11 +390,16 @@ int main(int argc, char **argv)
     log_message(LOG_LEVEL_NOTICE, "starting", "clipcapd %s, variant %s, backend %s",
                 CLIPCAP_VERSION, d.config.engine_variant, d.config.engine_backend);
 
+    if (operations_start(&d.config, err, sizeof(err)) != 0)
+        goto fail;
+    operations_phase("connecting to Postgres");
     if (open_store(&d, err, sizeof(err)) != 0)
         goto fail;
+    operations_phase("loading the model");
     if (open_engine(&d, err, sizeof(err)) != 0)
         goto fail;
     const struct engine_model_info *info = engine_info(d.engine);
+    operations_engine_loaded(info);
     if (info)
         log_event(LOG_LEVEL_NOTICE, "engine_ready", "model", info->hf_model_id, "revision",
                   info->revision, "backend", info->backend, NULL);
@@ -414,6 +424,7 @@ shutdown:
     embedded_broker_stop(d.broker);
     engine_close(d.engine);
     caption_store_close(d.store);
+    operations_stop();
     log_event(LOG_LEVEL_NOTICE, "stopped", NULL);
     config_free(&d.config);
     return status;

@@ -3,6 +3,7 @@
 
 #include "log.h"
 #include "model_variants.h"
+#include "operations.h"
 #include "work_queue.h"
 
 #include <jansson.h>
@@ -397,6 +398,7 @@ static void *engine_main(void *arg)
     struct engine_result results[16];
     char err[256];
     while (!atomic_load(&p->stopping)) {
+        operations_engine_heartbeat(); // a stuck step stops these: the watchdog trips
         // Admit new jobs: wait briefly only when the engine has nothing to do.
         int idle = state.requests_in_flight == 0 && !state.jobs;
         struct job *job = work_queue_pop(p->engine_queue, idle ? 100 : 0);
@@ -406,6 +408,7 @@ static void *engine_main(void *arg)
             submit_pending(p, &state);
             continue;
         }
+        operations_engine_step(state.requests_in_flight);
         if (engine_step(p->engine, err, sizeof(err)) < 0) {
             log_event(LOG_LEVEL_ERROR, "engine_step_failed", "msg", err, NULL);
             sleep_ms(100);
@@ -417,6 +420,7 @@ static void *engine_main(void *arg)
                     (struct window_ticket *)(uintptr_t)results[i].caller_token;
                 struct engine_job *ej = find_engine_job(&state, ticket->job);
                 store_result(ticket->job, &results[i]);
+                operations_engine_result(&results[i]);
                 engine_result_free(&results[i]);
                 free(ticket);
                 state.requests_in_flight--;
@@ -570,11 +574,13 @@ static void fill_outcome(pipeline *p, struct job *job, struct job_outcome *outco
     outcome->fetch_seconds = job->fetch_seconds;
     outcome->decode_seconds = job->decode_seconds;
     outcome->engine_seconds = job->engine_seconds;
+    // Provenance is what the engine loaded, never what the variant table says it should
+    // be: a model directory without a manifest (local or random weights) records as such.
     provenance->model_variant = p->variant->key;
     provenance->hf_model_id =
-        info && info->hf_model_id ? info->hf_model_id : p->variant->hf_model_id;
+        info && info->hf_model_id && info->hf_model_id[0] ? info->hf_model_id : "unknown";
     provenance->revision =
-        info && info->revision && info->revision[0] ? info->revision : p->variant->revision;
+        info && info->revision && info->revision[0] ? info->revision : "unversioned";
     provenance->weights_sha256 = info && info->weights_sha256 ? info->weights_sha256 : "";
     provenance->engine_version =
         info && info->engine_version ? info->engine_version : CLIPCAP_VERSION;
@@ -591,6 +597,7 @@ static void write_job_outcome(pipeline *p, struct job *job)
     struct caption_row *rows = NULL;
     int row_count = 0;
     char *sampling = NULL;
+    double write_started_at = monotonic_seconds();
     if (job->status == JOB_STATUS_COMPLETED) {
         sampling = sampling_json(p, job);
         if (!sampling || build_captions(p, job, &rows, &row_count) != 0)
@@ -620,6 +627,7 @@ static void write_job_outcome(pipeline *p, struct job *job)
         job_free(job);
         return;
     }
+    operations_job_written(job, monotonic_seconds() - write_started_at);
     if (job->status == JOB_STATUS_COMPLETED) {
         char windows[16];
         snprintf(windows, sizeof(windows), "%d", job->window_count);

@@ -156,10 +156,15 @@ fi
 # Stage 2 rows carry the stage-2 prompt; provenance is on every row.
 [ "$(sql "SELECT count(*) FROM captions WHERE stage = 2 AND prompt_text = 'Please refine this caption: '")" = \
   "$(sql "SELECT count(*) FROM captions WHERE stage = 2")" ] || fail "stage-2 prompt not recorded"
+expected_model=clipcap/engine-double expected_backend=double
+if [ -n "$model_dir" ]; then
+    expected_model=local expected_backend=cpu # no manifest: the engine says "local"
+fi
 [ "$(sql "SELECT count(*) FROM captions c JOIN model_revisions m ON m.id = c.model_revision_id
-          WHERE m.variant = 'qwen2.5' AND m.hf_model_id = 'clipcap/engine-double'
-            AND c.sampling ->> 'max_tokens' = '512'")" = "$expected_captions" ] ||
-    fail "provenance missing on some caption rows"
+          WHERE m.variant = 'qwen2.5' AND m.hf_model_id = '$expected_model'
+            AND m.backend = '$expected_backend' AND m.engine_version <> ''
+            AND c.sampling ->> 'max_tokens' = '6'")" = "$expected_captions" ] ||
+    fail "provenance missing on some caption rows: $(sql "SELECT m.*, c.sampling FROM captions c JOIN model_revisions m ON m.id = c.model_revision_id LIMIT 1")"
 
 # --- 2. replay every message under a new group: no duplicate rows, the same captions (each
 # window's sampling is seeded from its job and window)
