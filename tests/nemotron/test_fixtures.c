@@ -1,0 +1,477 @@
+// test_fixtures.c: the CPU engine's Nemotron-Nano-12B-v2-VL against transformers, through the
+// fixtures in tests/fixtures/nemotron (tests/fixtures/gen/make_nemotron_fixtures.py):
+// - vision: RADIO features and projected embeddings (<= 1e-4);
+// - per checkpoint variant (bf16, fp8, nvfp4; the quantized ones against the same model with
+//   dequantized weights): logits at every prompt position (<= 1e-3, bf16/fp8/nvfp4 weights in
+//   fp32 compute), 32 greedy tokens identical (prefill, then one token per step);
+// - chunked prefill (chunks of 5 and 16 tokens) == one-shot prefill == token-by-token;
+// - the conv and SSM states after the video prefix equal transformers' (<= 1e-3);
+// - snapshot at the prefix boundary (state_cache_copy + kv_cache_fork), restore, continue:
+//   the same logits as continuing the original sequence.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv_cache.h"
+#include "nemotron_vl.h"
+#include "ops.h"
+#include "safetensors.h"
+
+#define VISION_TOLERANCE 1e-4f
+#define LOGITS_TOLERANCE 1e-3f
+#define STATE_TOLERANCE  1e-3f
+
+static const char *fixtures_root;
+
+struct fixture {
+    char dir[1024];
+    json_t *facts;
+    struct backend *backend;
+    nemotron_vl *model;
+    const struct nemotron_vl_config *config;
+    struct safetensors_file *inputs, *vision, *reference;
+    struct kv_cache *kv;
+    struct state_cache *states;
+    struct tensor *embeds; // the engine's own vision embeddings
+    int32_t *ids;
+    int prompt_length, prefix_length, vocab;
+    int32_t *image_rows; // positions of <image> in the prompt
+    int image_count;
+};
+
+static const void *tensor_data(struct safetensors_file *f, const char *name, int64_t *count,
+                               enum safetensors_dtype dtype)
+{
+    const struct safetensors_entry *e = safetensors_find(f, name);
+    if (!e) {
+        fail_msg("fixture tensor %s missing in %s", name, safetensors_path(f));
+        return NULL;
+    }
+    assert_int_equal(e->dtype, dtype);
+    int64_t n = 1;
+    for (int i = 0; i < e->ndim; i++)
+        n *= e->shape[i];
+    if (count)
+        *count = n;
+    return safetensors_data(f, e);
+}
+
+static float max_abs_diff(const float *a, const float *b, int64_t n)
+{
+    float worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float d = fabsf(a[i] - b[i]);
+        if (!(d <= worst)) // NaN counts as worst
+            worst = isnan(d) ? INFINITY : d;
+    }
+    return worst;
+}
+
+static struct safetensors_file *open_fixture(const char *dir, const char *name)
+{
+    char path[1200], err[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    struct safetensors_file *f = safetensors_open(path, err, sizeof err);
+    if (!f)
+        fail_msg("%s", err);
+    return f;
+}
+
+static struct fixture *fixture_open(const char *variant)
+{
+    char err[512], path[1200];
+    struct fixture *x = calloc(1, sizeof *x);
+    assert_non_null(x);
+    snprintf(x->dir, sizeof x->dir, "%s/tiny", fixtures_root);
+    snprintf(path, sizeof path, "%s/fixture.json", x->dir);
+    json_error_t jerr;
+    x->facts = json_load_file(path, 0, &jerr);
+    assert_non_null(x->facts);
+    x->backend = backend_cpu_create(2, err, sizeof err);
+    assert_non_null(x->backend);
+    snprintf(path, sizeof path, "%s/checkpoint-%s", x->dir, variant);
+    if (nemotron_vl_open(path, x->backend, 0, 0, &x->model, err, sizeof err) != 0)
+        fail_msg("open %s: %s", path, err);
+    x->config = nemotron_vl_get_config(x->model);
+    x->inputs = open_fixture(x->dir, "inputs.safetensors");
+    x->vision = open_fixture(x->dir, "vision.safetensors");
+    char name[64];
+    snprintf(name, sizeof name, "%s.safetensors", variant);
+    x->reference = open_fixture(x->dir, name);
+    x->prefix_length = (int)json_integer_value(json_object_get(x->facts, "prefix_length"));
+    x->vocab = x->config->llm.vocab_size;
+
+    struct kv_cache_config kc;
+    nemotron_h_kv_cache_config(&x->config->llm, &kc);
+    kc.budget_bytes = 4u << 20;
+    kc.max_sequences = 8;
+    x->kv = kv_cache_create(x->backend, &kc, err, sizeof err);
+    if (!x->kv)
+        fail_msg("%s", err);
+    struct state_cache_config sc;
+    nemotron_h_state_cache_config(&x->config->llm, &sc);
+    sc.budget_bytes = 4u << 20;
+    sc.max_slots = 8;
+    x->states = state_cache_create(x->backend, &sc, err, sizeof err);
+    if (!x->states)
+        fail_msg("%s", err);
+
+    // The engine's vision embeddings from the fixture's normalized patch rows.
+    const struct radio_config *v = &x->config->vision;
+    int grid = v->image_size / v->patch_size;
+    int frames = (int)json_integer_value(json_object_get(x->facts, "num_frames"));
+    int tokens = frames * radio_tokens_per_frame(v);
+    x->embeds =
+        tensor_new_2d(x->backend, TENSOR_F32, tokens, v->llm_hidden, "embeds", err, sizeof err);
+    assert_non_null(x->embeds);
+    const float *patches = tensor_data(x->inputs, "pixel_patches", NULL, SAFETENSORS_F32);
+    if (radio_forward(nemotron_vl_vision(x->model), patches, frames, grid, grid, x->embeds, NULL,
+                      err, sizeof err) != 0)
+        fail_msg("vision: %s", err);
+
+    int64_t n;
+    const int32_t *ids = tensor_data(x->reference, "input_ids", &n, SAFETENSORS_I32);
+    x->prompt_length = (int)n;
+    x->ids = malloc((size_t)n * sizeof(int32_t));
+    x->image_rows = malloc((size_t)n * sizeof(int32_t));
+    memcpy(x->ids, ids, (size_t)n * sizeof(int32_t));
+    for (int i = 0; i < x->prompt_length; i++)
+        if (ids[i] == x->config->img_context_token_id)
+            x->image_rows[x->image_count++] = i;
+    assert_int_equal(x->image_count, tokens);
+    return x;
+}
+
+static void fixture_close(struct fixture *x)
+{
+    tensor_free(x->embeds);
+    kv_cache_free(x->kv);
+    state_cache_free(x->states);
+    nemotron_vl_close(x->model);
+    backend_free(x->backend);
+    safetensors_close(x->inputs);
+    safetensors_close(x->vision);
+    safetensors_close(x->reference);
+    json_decref(x->facts);
+    free(x->ids);
+    free(x->image_rows);
+    free(x);
+}
+
+// A sequence: its KV-cache id and state slot.
+struct sequence {
+    int kv;
+    int slot;
+    int length;
+};
+
+static void sequence_new(struct fixture *x, struct sequence *s)
+{
+    char err[256];
+    assert_int_equal(kv_cache_sequence_new(x->kv, &s->kv, err, sizeof err), 0);
+    assert_int_equal(state_cache_slot_new(x->states, &s->slot, err, sizeof err), 0);
+    s->length = 0;
+}
+
+static void sequence_free(struct fixture *x, struct sequence *s)
+{
+    kv_cache_sequence_free(x->kv, s->kv);
+    state_cache_slot_free(x->states, s->slot);
+}
+
+// Feeds prompt tokens [begin, begin + count) (or the given ids when ids != NULL) of one
+// sequence in one step; logits: [count, vocab] when all_logits, else [vocab].
+static void step(struct fixture *x, struct sequence *s, const int32_t *ids, int begin, int count,
+                 int all_logits, float *logits)
+{
+    char err[512];
+    struct kv_step plan;
+    int new_tokens = count;
+    assert_int_equal(kv_cache_plan_step(x->kv, &s->kv, &new_tokens, 1, &plan, err, sizeof err), 0);
+    int32_t rows[512];
+    int embed_count = 0, first_image = -1;
+    if (!ids) {
+        for (int i = 0; i < x->image_count; i++)
+            if (x->image_rows[i] >= begin && x->image_rows[i] < begin + count) {
+                if (first_image < 0)
+                    first_image = i;
+                rows[embed_count++] = x->image_rows[i] - begin;
+            }
+    }
+    struct tensor *view = NULL;
+    if (embed_count > 0) {
+        view = tensor_view(x->embeds, first_image, embed_count, 0, NULL, err, sizeof err);
+        assert_non_null(view);
+    }
+    struct nemotron_h_batch batch = {
+        .num_seqs = 1,
+        .total_tokens = count,
+        .token_ids = ids ? ids : x->ids + begin,
+        .query_start = plan.query_start,
+        .context_lens = plan.context_lens,
+        .slot_mapping = plan.slot_mapping,
+        .block_tables = plan.block_tables,
+        .max_blocks_per_seq = plan.max_blocks,
+        .state_slots = &s->slot,
+        .embeds = view,
+        .embed_rows = rows,
+        .embed_count = embed_count,
+        .all_logits = all_logits,
+    };
+    if (nemotron_h_forward(nemotron_vl_llm(x->model), x->kv, x->states, &batch, logits, err,
+                           sizeof err) != 0)
+        fail_msg("forward: %s", err);
+    tensor_free(view);
+    kv_step_free(&plan);
+    s->length += count;
+}
+
+static int argmax(const float *v, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best])
+            best = i;
+    return best;
+}
+
+// Tests ------------------------------------------------------------------------------------------
+
+static void test_vision(void **state)
+{
+    (void)state;
+    struct fixture *x = fixture_open("bf16");
+    char err[512];
+    const struct radio_config *v = &x->config->vision;
+    int grid = v->image_size / v->patch_size;
+    int frames = (int)json_integer_value(json_object_get(x->facts, "num_frames"));
+    int64_t n_features, n_embeds;
+    const float *want_features =
+        tensor_data(x->vision, "radio_features", &n_features, SAFETENSORS_F32);
+    const float *want_embeds =
+        tensor_data(x->vision, "vision_embeddings", &n_embeds, SAFETENSORS_F32);
+    struct tensor *features = tensor_new_2d(x->backend, TENSOR_F32, (int64_t)frames * grid * grid,
+                                            v->hidden_size, "features", err, sizeof err);
+    struct tensor *embeds = tensor_new_2d(x->backend, TENSOR_F32, tensor_rows(x->embeds),
+                                          v->llm_hidden, "embeds", err, sizeof err);
+    assert_non_null(features);
+    assert_non_null(embeds);
+    assert_int_equal(tensor_elements(features), n_features);
+    assert_int_equal(tensor_elements(embeds), n_embeds);
+    const float *patches = tensor_data(x->inputs, "pixel_patches", NULL, SAFETENSORS_F32);
+    assert_int_equal(radio_forward(nemotron_vl_vision(x->model), patches, frames, grid, grid,
+                                   embeds, features, err, sizeof err),
+                     0);
+    float d_features = max_abs_diff(features->data, want_features, n_features);
+    float d_embeds = max_abs_diff(embeds->data, want_embeds, n_embeds);
+    printf("vision: features max |diff| %.3g, embeddings max |diff| %.3g\n", d_features, d_embeds);
+    assert_true(d_features <= VISION_TOLERANCE);
+    assert_true(d_embeds <= VISION_TOLERANCE);
+    // Bad input is an error, not a crash: an odd grid cannot be pixel-shuffled.
+    assert_int_not_equal(radio_forward(nemotron_vl_vision(x->model), patches, 1, 3, 3, embeds, NULL,
+                                       err, sizeof err),
+                         0);
+    tensor_free(features);
+    tensor_free(embeds);
+    fixture_close(x);
+}
+
+// Prompt logits at every position and 32 greedy tokens against the reference of a variant.
+static void check_variant(const char *variant)
+{
+    struct fixture *x = fixture_open(variant);
+    int64_t n;
+    const float *want = tensor_data(x->reference, "prompt_logits", &n, SAFETENSORS_F32);
+    assert_int_equal(n, (int64_t)x->prompt_length * x->vocab);
+    float *logits = malloc((size_t)n * sizeof(float));
+    struct sequence s;
+    sequence_new(x, &s);
+    step(x, &s, NULL, 0, x->prompt_length, 1, logits);
+    float d = max_abs_diff(logits, want, n);
+    printf("%s: prompt logits (%d positions) max |diff| %.3g\n", variant, x->prompt_length, d);
+    assert_true(d <= LOGITS_TOLERANCE);
+
+    int64_t greedy_count;
+    const int32_t *want_tokens =
+        tensor_data(x->reference, "greedy_tokens", &greedy_count, SAFETENSORS_I32);
+    const float *want_step_logits =
+        tensor_data(x->reference, "greedy_logits", NULL, SAFETENSORS_F32);
+    float *last = logits + (int64_t)(x->prompt_length - 1) * x->vocab;
+    float worst = 0;
+    for (int i = 0; i < greedy_count; i++) {
+        float di = max_abs_diff(last, want_step_logits + (int64_t)i * x->vocab, x->vocab);
+        worst = di > worst ? di : worst;
+        int32_t token = argmax(last, x->vocab);
+        if (token != want_tokens[i])
+            fail_msg("%s: greedy token %d is %d, transformers %d", variant, i, token,
+                     want_tokens[i]);
+        step(x, &s, &token, 0, 1, 0, last);
+    }
+    printf("%s: %lld greedy tokens identical, step logits max |diff| %.3g\n", variant,
+           (long long)greedy_count, worst);
+    assert_true(worst <= LOGITS_TOLERANCE);
+    sequence_free(x, &s);
+    free(logits);
+    fixture_close(x);
+}
+
+static void test_bf16(void **state)
+{
+    (void)state;
+    check_variant("bf16");
+}
+
+static void test_fp8(void **state)
+{
+    (void)state;
+    check_variant("fp8");
+}
+
+static void test_nvfp4(void **state)
+{
+    (void)state;
+    check_variant("nvfp4");
+}
+
+// Chunked prefill (several chunk sizes) and token-by-token give the one-shot logits.
+static void test_chunked_prefill(void **state)
+{
+    (void)state;
+    struct fixture *x = fixture_open("bf16");
+    int64_t n = (int64_t)x->prompt_length * x->vocab;
+    float *whole = malloc((size_t)n * sizeof(float));
+    float *pieces = malloc((size_t)n * sizeof(float));
+    struct sequence s;
+    sequence_new(x, &s);
+    step(x, &s, NULL, 0, x->prompt_length, 1, whole);
+    sequence_free(x, &s);
+    static const int chunks[] = {1, 5, 16};
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+        sequence_new(x, &s);
+        for (int begin = 0; begin < x->prompt_length; begin += chunks[c]) {
+            int count = x->prompt_length - begin < chunks[c] ? x->prompt_length - begin : chunks[c];
+            step(x, &s, NULL, begin, count, 1, pieces + (int64_t)begin * x->vocab);
+        }
+        sequence_free(x, &s);
+        float d = max_abs_diff(whole, pieces, n);
+        printf("chunks of %d: max |diff| vs one-shot prefill %.3g\n", chunks[c], d);
+        assert_true(d <= 1e-5f);
+    }
+    free(whole);
+    free(pieces);
+    fixture_close(x);
+}
+
+// The Mamba states after the video prefix equal transformers'; snapshot there, continue the
+// original, restore the snapshot into a new sequence, continue it the same way: same logits.
+static void test_prefix_state_snapshot(void **state)
+{
+    (void)state;
+    struct fixture *x = fixture_open("bf16");
+    char err[512];
+    const struct nemotron_h_config *c = &x->config->llm;
+    struct sequence a;
+    sequence_new(x, &a);
+    float *next = malloc((size_t)x->vocab * sizeof(float));
+    step(x, &a, NULL, 0, x->prefix_length, 0, next);
+    const float *want_next = tensor_data(x->reference, "prefix_next_logits", NULL, SAFETENSORS_F32);
+    float d_next = max_abs_diff(next, want_next, x->vocab);
+    assert_true(d_next <= LOGITS_TOLERANCE);
+
+    int64_t conv_dim = nemotron_h_conv_dim(c);
+    for (int l = 0; l < c->num_mamba_layers; l++) {
+        char name[64];
+        int64_t count;
+        struct tensor *conv = state_cache_conv(x->states, l);
+        struct tensor *ssm = state_cache_ssm(x->states, l);
+        int64_t conv_per = (int64_t)(c->conv_kernel - 1) * conv_dim;
+        int64_t ssm_per = (int64_t)c->mamba_num_heads * c->mamba_head_dim * c->ssm_state_size;
+        snprintf(name, sizeof name, "prefix_conv_state.%d", l);
+        const float *want_conv = tensor_data(x->reference, name, &count, SAFETENSORS_F32);
+        assert_int_equal(count, conv_per);
+        float dc = max_abs_diff((float *)conv->data + a.slot * conv_per, want_conv, conv_per);
+        snprintf(name, sizeof name, "prefix_ssm_state.%d", l);
+        const float *want_ssm = tensor_data(x->reference, name, &count, SAFETENSORS_F32);
+        assert_int_equal(count, ssm_per);
+        float ds = max_abs_diff((float *)ssm->data + a.slot * ssm_per, want_ssm, ssm_per);
+        printf("mamba layer %d after %d tokens: conv state |diff| %.3g, ssm state |diff| %.3g\n", l,
+               x->prefix_length, dc, ds);
+        assert_true(dc <= STATE_TOLERANCE);
+        assert_true(ds <= STATE_TOLERANCE);
+    }
+
+    // Snapshot: the recurrent state into a fresh slot, the KV blocks by a fork.
+    struct sequence b;
+    assert_int_equal(kv_cache_fork(x->kv, a.kv, x->prefix_length, &b.kv, err, sizeof err), 0);
+    assert_int_equal(state_cache_slot_new(x->states, &b.slot, err, sizeof err), 0);
+    assert_int_equal(state_cache_copy(x->states, a.slot, b.slot, err, sizeof err), 0);
+    b.length = x->prefix_length;
+
+    int rest = x->prompt_length - x->prefix_length;
+    float *from_a = malloc((size_t)rest * x->vocab * sizeof(float));
+    float *from_b = malloc((size_t)rest * x->vocab * sizeof(float));
+    step(x, &a, NULL, x->prefix_length, rest, 1, from_a);
+    step(x, &b, NULL, x->prefix_length, rest, 1, from_b);
+    float d = max_abs_diff(from_a, from_b, (int64_t)rest * x->vocab);
+    printf("continuation from the restored prefix: max |diff| %.3g\n", d);
+    assert_true(d == 0.0f);
+    // And both equal the reference's logits for those positions.
+    const float *want = tensor_data(x->reference, "prompt_logits", NULL, SAFETENSORS_F32);
+    assert_true(max_abs_diff(from_b, want + (int64_t)x->prefix_length * x->vocab,
+                             (int64_t)rest * x->vocab) <= LOGITS_TOLERANCE);
+    // A third sequence without the snapshot (fresh state, forked KV) must differ: the state
+    // is what carries the prefix through the Mamba layers.
+    struct sequence fresh;
+    assert_int_equal(kv_cache_fork(x->kv, a.kv, x->prefix_length, &fresh.kv, err, sizeof err), 0);
+    assert_int_equal(state_cache_slot_new(x->states, &fresh.slot, err, sizeof err), 0);
+    step(x, &fresh, NULL, x->prefix_length, rest, 1, from_b);
+    assert_true(max_abs_diff(from_a, from_b, (int64_t)rest * x->vocab) > 1e-2f);
+    sequence_free(x, &fresh);
+    sequence_free(x, &a);
+    sequence_free(x, &b);
+    free(from_a);
+    free(from_b);
+    free(next);
+    fixture_close(x);
+}
+
+// Bad checkpoints fail with a message naming the cause.
+static void test_bad_checkpoint(void **state)
+{
+    (void)state;
+    char err[512];
+    struct backend *be = backend_cpu_create(1, err, sizeof err);
+    nemotron_vl *m = NULL;
+    char path[1200];
+    snprintf(path, sizeof path, "%s/tiny/does-not-exist", fixtures_root);
+    assert_int_not_equal(nemotron_vl_open(path, be, 0, 0, &m, err, sizeof err), 0);
+    assert_null(m);
+    assert_non_null(strstr(err, "does-not-exist"));
+    backend_free(be);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s FIXTURES_DIR\n", argv[0]);
+        return 2;
+    }
+    fixtures_root = argv[1];
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_vision),
+        cmocka_unit_test(test_bf16),
+        cmocka_unit_test(test_fp8),
+        cmocka_unit_test(test_nvfp4),
+        cmocka_unit_test(test_chunked_prefill),
+        cmocka_unit_test(test_prefix_state_snapshot),
+        cmocka_unit_test(test_bad_checkpoint),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
