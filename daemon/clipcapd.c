@@ -199,7 +199,7 @@ static int start_broker(struct daemon *d, char *err, size_t err_size)
         return -1;
     }
     const char *topics[] = {d->config.kafka_topic, NULL};
-    if (embedded_broker_start(topics, d->config.kafka_embedded_partitions, state_file, &d->broker,
+    if (embedded_broker_start(topics, d->config.kafka_embedded_partitions, 1, state_file, &d->broker,
                               err, err_size) != 0)
         return -1;
     log_event(LOG_LEVEL_NOTICE, "embedded_broker_started", "bootstrap",
