@@ -347,6 +347,7 @@ struct random_job {
     int64_t elements;
     uint64_t key;
     enum weight_init init;
+    float inverse_scale; // stored value = value * inverse_scale (fp8: fills its range)
 };
 
 static void random_chunk(void *arg, int64_t task, int worker)
@@ -362,6 +363,9 @@ static void random_chunk(void *arg, int64_t task, int worker)
             buffer[j] = job->init == WEIGHT_INIT_ONES    ? 1.0f
                         : job->init == WEIGHT_INIT_ZEROS ? 0.0f
                                                          : uniform_value(job->key, first + i + j);
+        if (job->inverse_scale != 1.0f)
+            for (int64_t j = 0; j < n; j++)
+                buffer[j] *= job->inverse_scale;
         tensor_store_f32(job->host, job->dtype, first + i, buffer, n);
     }
 }
@@ -370,7 +374,8 @@ int weight_store_random(struct weight_store *store, const struct weight_spec *sp
                         uint64_t seed, enum tensor_dtype dtype, int threads, char *err,
                         size_t err_size)
 {
-    if (dtype != TENSOR_F32 && dtype != TENSOR_BF16 && dtype != TENSOR_F16) {
+    if (dtype != TENSOR_F32 && dtype != TENSOR_BF16 && dtype != TENSOR_F16 &&
+        dtype != TENSOR_F8_E4M3) {
         snprintf(err, err_size, "weights: random weights in %s are not supported",
                  tensor_dtype_name(dtype));
         return -1;
@@ -381,14 +386,23 @@ int weight_store_random(struct weight_store *store, const struct weight_spec *sp
     int rc = -1;
     for (size_t i = 0; i < count; i++) {
         const struct weight_spec *spec = &specs[i];
+        // fp8: only the matrices (what ModelOpt quantizes), scaled to fill e4m3's range;
+        // vectors (norms, biases, A_log, D...) stay bf16.
+        int fp8 = dtype == TENSOR_F8_E4M3 && spec->ndim == 2 && spec->init == WEIGHT_INIT_UNIFORM;
+        enum tensor_dtype stored = dtype == TENSOR_F8_E4M3 && !fp8 ? TENSOR_BF16 : dtype;
         struct tensor *t =
-            tensor_new(store->backend, dtype, spec->ndim, spec->shape, spec->name, err, err_size);
+            tensor_new(store->backend, stored, spec->ndim, spec->shape, spec->name, err, err_size);
         if (!t)
             goto done;
-        struct random_job job = {.dtype = dtype,
+        struct random_job job = {.dtype = stored,
                                  .elements = tensor_elements(t),
                                  .key = name_key(seed, spec->name),
-                                 .init = spec->init};
+                                 .init = spec->init,
+                                 .inverse_scale = 1.0f};
+        if (fp8) {
+            t->scale = UNIFORM_HALF_WIDTH / 448.0f;
+            job.inverse_scale = 448.0f / UNIFORM_HALF_WIDTH;
+        }
         void *staging = NULL;
         if (backend_is_host(store->backend)) {
             job.host = t->data;

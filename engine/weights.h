@@ -59,7 +59,9 @@ int weight_store_load(struct weight_store *store, const char *dir, const struct 
 // Generates every spec: the value of element i of tensor `name` depends only on (seed, name, i),
 // so it is the same whatever the order of specs, the thread count or the backend. dtype:
 // storage dtype (bf16 for full-size models: 7B in f32 would not fit in memory; f32 for tiny
-// ones). threads: generator threads (0 = 1).
+// ones; f8_e4m3 stores the 2-D uniform matrices in fp8 with a per-tensor scale that fills
+// e4m3's range, everything else in bf16: a full-size 12B model in 12 GB, like a ModelOpt FP8
+// checkpoint). threads: generator threads (0 = 1).
 int weight_store_random(struct weight_store *store, const struct weight_spec *specs, size_t count,
                         uint64_t seed, enum tensor_dtype dtype, int threads, char *err,
                         size_t err_size);

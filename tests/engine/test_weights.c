@@ -96,6 +96,19 @@ static void test_random_deterministic(void **state)
     const uint16_t *hv = weight_store_get(h, specs[0].name)->data;
     for (int i = 0; i < 1000; i++)
         assert_int_equal(hv[i], f32_to_bf16(v[i]));
+    // fp8 storage: matrices in e4m3 with a scale filling its range, vectors in bf16.
+    struct weight_store *f = weight_store_new(be, err, sizeof err);
+    assert_int_equal(weight_store_random(f, specs, 3, 42, TENSOR_F8_E4M3, 2, err, sizeof err), 0);
+    struct tensor *fm = weight_store_get(f, specs[0].name);
+    assert_int_equal(fm->dtype, TENSOR_F8_E4M3);
+    assert_int_equal(weight_store_get(f, specs[1].name)->dtype, TENSOR_BF16);
+    assert_int_equal(weight_store_get(f, specs[2].name)->dtype, TENSOR_BF16);
+    const uint8_t *codes = fm->data;
+    for (int i = 0; i < 1000; i++) {
+        float want = v[i], got = fp8_e4m3_to_f32(codes[i]) * fm->scale;
+        assert_true(fabsf(got - want) <= 0.0625f * fabsf(want) + 1e-6f); // e4m3: 3 mantissa bits
+    }
+    weight_store_free(f);
     // The same name twice is refused.
     assert_int_equal(weight_store_random(h, specs, 1, 42, TENSOR_BF16, 1, err, sizeof err), -1);
     assert_non_null(strstr(err, "twice"));
