@@ -281,6 +281,7 @@ struct qwen_model {
         *merger_fc2_bias;
     struct tensor *embed_tokens, *final_norm, *lm_head;
     struct qwen_text_layer *layers;
+    int64_t vision_patch_limit; // patches per pass of the vision tower
 };
 
 // The tensor list, shared by binding and by random-weight generation -----------------------
@@ -420,6 +421,7 @@ int qwen_model_create(const struct qwen_config *config, struct backend *backend,
     }
     m->config = *config;
     m->backend = backend;
+    m->vision_patch_limit = QWEN_DEFAULT_VISION_PATCH_LIMIT;
     m->blocks = calloc((size_t)config->vision.depth, sizeof(*m->blocks));
     m->layers = calloc((size_t)config->text.num_layers, sizeof(*m->layers));
     if (!m->blocks || !m->layers) {
@@ -647,26 +649,19 @@ static int is_full_attention_block(const struct qwen_vision_config *v, int block
     return 0;
 }
 
-int qwen_vision_forward(qwen_model *m, const float *pixel_rows, const struct qwen_grid *grid,
-                        struct tensor *out, char *err, size_t err_size)
+// The whole tower over the temporal groups of grid (the caller checked grid and out).
+static int vision_pass(qwen_model *m, const float *pixel_rows, const struct qwen_grid *grid,
+                       struct tensor *out, char *err, size_t err_size)
 {
     const struct qwen_vision_config *v = &m->config.vision;
     struct backend *be = m->backend;
     int merge = v->spatial_merge_size;
     int unit = merge * merge;
     int window_units = v->window_size / merge / v->patch_size;
-    if (qwen_grid_check(grid, merge, err, err_size))
-        return -1;
     int64_t patches = (int64_t)grid->t * grid->h * grid->w;
     int64_t units = patches / unit;
     int64_t hidden = v->hidden_size;
     int head_dim = v->hidden_size / v->num_heads;
-    if (tensor_rows(out) != units || tensor_cols(out) != v->out_hidden_size) {
-        snprintf(err, err_size, "qwen2.5-vl vision: output is [%lld,%lld], expected [%lld,%d]",
-                 (long long)tensor_rows(out), (long long)tensor_cols(out), (long long)units,
-                 v->out_hidden_size);
-        return -1;
-    }
 
     // Index bookkeeping on the host.
     int64_t cu_capacity = qwen_window_cu_capacity(grid, merge, window_units);
@@ -798,6 +793,51 @@ done:
     free(cos_table);
     free(sin_table);
     return rc;
+}
+
+// Attention never crosses temporal groups (windows and the full-attention blocks' cu_seqlens
+// both stay inside one), and everything else is per patch or per merged unit, so running the
+// tower over a few temporal groups at a time gives the same embeddings with activations
+// bounded by vision_patch_limit patches.
+int qwen_vision_forward(qwen_model *m, const float *pixel_rows, const struct qwen_grid *grid,
+                        struct tensor *out, char *err, size_t err_size)
+{
+    const struct qwen_vision_config *v = &m->config.vision;
+    int merge = v->spatial_merge_size;
+    if (qwen_grid_check(grid, merge, err, err_size))
+        return -1;
+    int64_t units = qwen_grid_merged_units(grid, merge);
+    if (tensor_rows(out) != units || tensor_cols(out) != v->out_hidden_size) {
+        snprintf(err, err_size, "qwen2.5-vl vision: output is [%lld,%lld], expected [%lld,%d]",
+                 (long long)tensor_rows(out), (long long)tensor_cols(out), (long long)units,
+                 v->out_hidden_size);
+        return -1;
+    }
+    int64_t group_patches = (int64_t)grid->h * grid->w;
+    int64_t group_units = units / grid->t;
+    int64_t groups_per_pass = m->vision_patch_limit / group_patches;
+    if (groups_per_pass < 1)
+        groups_per_pass = 1;
+    int row_size = qwen_patch_row_size(&m->config);
+    for (int64_t first = 0; first < grid->t; first += groups_per_pass) {
+        int64_t count = grid->t - first < groups_per_pass ? grid->t - first : groups_per_pass;
+        struct qwen_grid part = {(int)count, grid->h, grid->w};
+        struct tensor *part_out =
+            tensor_view(out, first * group_units, count * group_units, 0, NULL, err, err_size);
+        if (!part_out)
+            return -1;
+        int rc = vision_pass(m, pixel_rows + (size_t)(first * group_patches) * row_size, &part,
+                             part_out, err, err_size);
+        tensor_free(part_out);
+        if (rc)
+            return -1;
+    }
+    return 0;
+}
+
+void qwen_model_set_vision_patch_limit(qwen_model *m, int64_t patches)
+{
+    m->vision_patch_limit = patches > 0 ? patches : QWEN_DEFAULT_VISION_PATCH_LIMIT;
 }
 
 // LLM ---------------------------------------------------------------------------------------

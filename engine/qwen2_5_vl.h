@@ -99,6 +99,11 @@ typedef int (*qwen_tensor_visitor)(void *context, const char *name, int ndim, co
 int qwen_model_list_tensors(const struct qwen_config *config, qwen_tensor_visitor visit,
                             void *context, char *err, size_t err_size);
 
+// Patches the vision tower processes in one pass (whole temporal groups; at least one group):
+// bounds its activations, about 75 KiB per patch for the 7B's tower.
+#define QWEN_DEFAULT_VISION_PATCH_LIMIT 16384
+void qwen_model_set_vision_patch_limit(qwen_model *model, int64_t patches);
+
 // Vision tower. pixel_rows: host f32 [t*h*w, patch_row_size] in processor order. out: a
 // backend f32 tensor [merged units, out_hidden_size], in processor (un-permuted) order.
 int qwen_vision_forward(qwen_model *model, const float *pixel_rows, const struct qwen_grid *grid,

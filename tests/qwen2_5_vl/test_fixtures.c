@@ -301,6 +301,22 @@ static struct tensor *run_vision(struct case_data *c, float *max_diff)
     float *got = malloc((size_t)m * sizeof(float));
     assert_int_equal(tensor_read(out, got, (size_t)m * sizeof(float), err, sizeof(err)), 0);
     *max_diff = max_abs_diff(got, expected, m);
+    // Again one temporal group per pass (the bounded-memory path): the same embeddings.
+    qwen_model_set_vision_patch_limit(c->model, 1);
+    struct tensor *split = tensor_new_2d(c->backend, TENSOR_F32, units, c->config.text.hidden_size,
+                                         "vision_split", err, sizeof(err));
+    if (qwen_vision_forward(c->model, pixels, &c->grid, split, err, sizeof(err)))
+        fail_msg("%s", err);
+    qwen_model_set_vision_patch_limit(c->model, 0);
+    float *got_split = malloc((size_t)m * sizeof(float));
+    assert_int_equal(tensor_read(split, got_split, (size_t)m * sizeof(float), err, sizeof(err)), 0);
+    float split_diff = max_abs_diff(got_split, got, m);
+    printf("vision one temporal group per pass (%d groups) vs all at once: max |diff| = %.3g\n",
+           c->grid.t, split_diff);
+    assert_true(split_diff <= 1e-6f);
+    assert_true(max_abs_diff(got_split, expected, m) <= VISION_TOLERANCE);
+    free(got_split);
+    tensor_free(split);
     free(got);
     free(pixels);
     free(expected);
