@@ -20,6 +20,60 @@ static struct cpu_context *cpu(struct backend *be)
     return be->context;
 }
 
+// The matmul and attention inner loops keep 8 partial sums in one 8-lane vector (GCC vector
+// extension, lowered to whatever the target has); the summation order is written out, so
+// the result does not depend on the thread count. Hot functions are built twice (x86-64-v3:
+// AVX2+FMA, and baseline x86-64) and picked at load time; only fused multiply-adds round
+// differently between the two. Only with GCC and without sanitizers: clang rejects vector
+// arguments across functions of different targets, and sanitizer runtimes are not up when
+// ifunc resolvers run.
+#if defined(__x86_64__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) &&                \
+    !defined(__SANITIZE_THREAD__)
+#define HOT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define HOT_CLONES
+#endif
+
+typedef float float8 __attribute__((vector_size(32)));
+
+static inline float8 load8(const float *p)
+{
+    float8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline float sum8(float8 v)
+{
+    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
+
+typedef uint16_t bf16x8 __attribute__((vector_size(16)));
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
+
+static inline float8 load8_bf16(const uint16_t *p)
+{
+    bf16x8 h;
+    memcpy(&h, p, sizeof h);
+    u32x8 wide = __builtin_convertvector(h, u32x8) << 16;
+    float8 v;
+    memcpy(&v, &wide, sizeof v);
+    return v;
+}
+
+// bf16 -> f32 for a row of weights (the conversion pass of the matmul tiles), 8 at a time.
+HOT_CLONES
+static void bf16_row_to_f32(float *dst, const uint16_t *src, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        float8 v = load8_bf16(src + i);
+        memcpy(dst + i, &v, sizeof v);
+    }
+    for (; i < n; i++)
+        dst[i] = bf16_to_f32(src[i]);
+}
+
 // Memory -----------------------------------------------------------------------------------
 
 static void *cpu_alloc(struct backend *be, size_t bytes)
@@ -92,39 +146,15 @@ static const float *row_f32(const struct tensor *t, int64_t row, int64_t cols, i
     int64_t first = row * cols + col;
     if (t->dtype == TENSOR_F32)
         return f32_data(t) + first;
+    if (t->dtype == TENSOR_BF16) {
+        bf16_row_to_f32(scratch, (const uint16_t *)t->data + first, count);
+        return scratch;
+    }
     tensor_load_f32(scratch, t->data, t->dtype, first, count);
     if (t->dtype == TENSOR_F8_E4M3 && t->scale != 1.0f)
         for (int64_t i = 0; i < count; i++)
             scratch[i] *= t->scale;
     return scratch;
-}
-
-// The matmul and attention inner loops keep 8 partial sums in one 8-lane vector (GCC vector
-// extension, lowered to whatever the target has); the summation order is written out, so
-// the result does not depend on the thread count. Hot functions are built twice (x86-64-v3:
-// AVX2+FMA, and baseline x86-64) and picked at load time; only fused multiply-adds round
-// differently between the two. Only with GCC and without sanitizers: clang rejects vector
-// arguments across functions of different targets, and sanitizer runtimes are not up when
-// ifunc resolvers run.
-#if defined(__x86_64__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) &&                \
-    !defined(__SANITIZE_THREAD__)
-#define HOT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define HOT_CLONES
-#endif
-
-typedef float float8 __attribute__((vector_size(32)));
-
-static inline float8 load8(const float *p)
-{
-    float8 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline float sum8(float8 v)
-{
-    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }
 
 // Row-parallel loops: ops that treat each row on its own run in chunks of rows on the pool.
@@ -242,19 +272,6 @@ static void matmul_micro_row(const float *x, const float *const *w, int64_t dept
 
 // One row of x against four bf16 rows of w read directly (no conversion pass): the decode path,
 // where each weight is used once per step and memory traffic is what counts.
-typedef uint16_t bf16x8 __attribute__((vector_size(16)));
-typedef uint32_t u32x8 __attribute__((vector_size(32)));
-
-static inline float8 load8_bf16(const uint16_t *p)
-{
-    bf16x8 h;
-    memcpy(&h, p, sizeof h);
-    u32x8 wide = __builtin_convertvector(h, u32x8) << 16;
-    float8 v;
-    memcpy(&v, &wide, sizeof v);
-    return v;
-}
-
 HOT_CLONES
 static void matmul_micro_row_bf16(const float *x, const uint16_t *const *w, int64_t depth,
                                   float acc[4])
