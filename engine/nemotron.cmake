@@ -1,11 +1,14 @@
 # Nemotron-Nano-12B-v2-VL: the NemotronH hybrid LLM, the RADIO vision side with pixel shuffle and
-# mlp1, and the composed model (config, checkpoint, video prompt, EVS), all over the op set.
-# Included from engine/CMakeLists.txt; the guard lets tests/nemotron include it too.
+# mlp1, the composed model (config, checkpoint, video prompt, EVS) over the op set, and the
+# frame preprocessing. Included from engine/CMakeLists.txt; the guard lets tests/nemotron
+# include it too. clipcap_preprocess (engine/preprocess.cmake, the bicubic resize) may be
+# defined after this file; CMake resolves the link by name.
 if(NOT TARGET clipcap_nemotron AND TARGET clipcap_engine_core)
     add_library(clipcap_nemotron STATIC
         ${CMAKE_CURRENT_LIST_DIR}/nemotron_h.c
         ${CMAKE_CURRENT_LIST_DIR}/radio.c
-        ${CMAKE_CURRENT_LIST_DIR}/nemotron_vl.c)
+        ${CMAKE_CURRENT_LIST_DIR}/nemotron_vl.c
+        ${CMAKE_CURRENT_LIST_DIR}/preprocess_nemotron.c)
     target_include_directories(clipcap_nemotron PUBLIC ${CMAKE_CURRENT_LIST_DIR})
-    target_link_libraries(clipcap_nemotron PUBLIC clipcap_engine_core m)
+    target_link_libraries(clipcap_nemotron PUBLIC clipcap_engine_core clipcap_preprocess m)
 endif()

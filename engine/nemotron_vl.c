@@ -256,6 +256,11 @@ radio_model *nemotron_vl_vision(nemotron_vl *m)
     return m->vision;
 }
 
+const struct tensor *nemotron_vl_tensor(const nemotron_vl *m, const char *name)
+{
+    return weight_store_get(m->store, name);
+}
+
 // Video prompt ------------------------------------------------------------------------------------
 
 int nemotron_frame_separator(int frame, int64_t frame_index, double fps, char *buf, size_t buf_size)
@@ -385,18 +390,21 @@ int nemotron_evs_retention(const float *e, int frames, int per_frame, int dim, d
             r[t].dissimilarity = 255.0f; // the first frame is always kept
             continue;
         }
-        // torch.nn.functional.cosine_similarity: dot / max(|a| * |b|, eps), eps = 1e-8.
+        // torch.nn.functional.cosine_similarity: each vector divided by its norm (clamped
+        // to eps = 1e-8), then the dot product. In double here: torch's f32 reduction order
+        // cannot be reproduced for long rows, so near-ties (|difference| ~ 1e-7) may rank
+        // differently from vLLM; everything else ranks the same.
         const float *a = e + (int64_t)t * dim, *b = e + (int64_t)(t - per_frame) * dim;
-        double dot = 0, na = 0, nb = 0;
+        double na = 0, nb = 0, cosine = 0;
         for (int d = 0; d < dim; d++) {
-            dot += (double)a[d] * b[d];
             na += (double)a[d] * a[d];
             nb += (double)b[d] * b[d];
         }
-        double denominator = sqrt(na) * sqrt(nb);
-        if (denominator < 1e-8)
-            denominator = 1e-8;
-        r[t].dissimilarity = (float)(1.0 - dot / denominator);
+        na = sqrt(na) < 1e-8 ? 1e-8 : sqrt(na);
+        nb = sqrt(nb) < 1e-8 ? 1e-8 : sqrt(nb);
+        for (int d = 0; d < dim; d++)
+            cosine += ((double)a[d] / na) * ((double)b[d] / nb);
+        r[t].dissimilarity = (float)(1.0 - cosine);
     }
     qsort(r, (size_t)total, sizeof *r, by_dissimilarity);
     int retained = (int)((double)per_frame * frames * (1.0 - rate));

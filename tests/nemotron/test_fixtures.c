@@ -22,6 +22,7 @@
 #include "kv_cache.h"
 #include "nemotron_vl.h"
 #include "ops.h"
+#include "preprocess_nemotron.h"
 #include "safetensors.h"
 
 #define VISION_TOLERANCE 1e-4f
@@ -283,10 +284,68 @@ static void test_vision(void **state)
     fixture_close(x);
 }
 
+// Frames -> patch rows: the fixture's frames (already at the model's size), and frames of two
+// other sizes that go through the bicubic resize, against torch.
+static void test_preprocess(void **state)
+{
+    (void)state;
+    struct fixture *x = fixture_open("bf16");
+    char err[256];
+    struct nemotron_pixel_config pc = {.image_size = x->config->vision.image_size,
+                                       .patch_size = x->config->vision.patch_size};
+    memcpy(pc.mean, x->config->norm_mean, sizeof pc.mean);
+    memcpy(pc.std, x->config->norm_std, sizeof pc.std);
+    static const char *cases[] = {"", "resize0_", "resize1_"};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%sframes", cases[i]);
+        const struct safetensors_entry *e = safetensors_find(x->inputs, name);
+        assert_non_null(e);
+        assert_int_equal(e->ndim, 4);
+        int count = (int)e->shape[0], height = (int)e->shape[1], width = (int)e->shape[2];
+        const uint8_t *frames = safetensors_data(x->inputs, e);
+        // The unresized frames' rows are the ones the model tests use.
+        snprintf(name, sizeof name, "%spatches", i == 0 ? "pixel_" : cases[i]);
+        int64_t n;
+        const float *want = tensor_data(x->inputs, name, &n, SAFETENSORS_F32);
+        assert_int_equal(n, count * nemotron_patch_rows_per_frame(&pc) * 3 * pc.patch_size *
+                                pc.patch_size);
+        float *rows = malloc((size_t)n * sizeof(float));
+        assert_int_equal(
+            nemotron_preprocess_frames(&pc, frames, count, height, width, rows, err, sizeof err),
+            0);
+        float d = max_abs_diff(rows, want, n);
+        printf("preprocess %d x %d -> %d: max |diff| %.3g\n", height, width, pc.image_size, d);
+        assert_true(d <= 1e-6f);
+        free(rows);
+    }
+    assert_int_not_equal(nemotron_preprocess_frames(&pc, NULL, 0, 10, 10, NULL, err, sizeof err),
+                         0);
+    fixture_close(x);
+}
+
 // Prompt logits at every position and 32 greedy tokens against the reference of a variant.
 static void check_variant(const char *variant)
 {
     struct fixture *x = fixture_open(variant);
+    // The variant's storage is what the engine computes with: FP8 / NVFP4 linears in the
+    // language model, bf16 everywhere else (conv1d stays unquantized, as ModelOpt leaves it).
+    const struct tensor *in_proj =
+        nemotron_vl_tensor(x->model, "language_model.backbone.layers.0.mixer.in_proj.weight");
+    const struct tensor *conv =
+        nemotron_vl_tensor(x->model, "language_model.backbone.layers.0.mixer.conv1d.weight");
+    assert_non_null(in_proj);
+    assert_non_null(conv);
+    assert_int_equal(conv->dtype, TENSOR_BF16);
+    if (!strcmp(variant, "fp8")) {
+        assert_int_equal(in_proj->dtype, TENSOR_F8_E4M3);
+        assert_true(in_proj->scale != 1.0f);
+    } else if (!strcmp(variant, "nvfp4")) {
+        assert_int_equal(in_proj->quant, TENSOR_QUANT_NVFP4);
+        assert_int_equal(in_proj->group_size, 16);
+    } else {
+        assert_int_equal(in_proj->dtype, TENSOR_BF16);
+    }
     int64_t n;
     const float *want = tensor_data(x->reference, "prompt_logits", &n, SAFETENSORS_F32);
     assert_int_equal(n, (int64_t)x->prompt_length * x->vocab);
@@ -442,6 +501,81 @@ static void test_prefix_state_snapshot(void **state)
     fixture_close(x);
 }
 
+// Two sequences in one step (one finishing its prefill with the video rows, the other starting
+// a text-only prefill) give each the logits it gets alone: per-sequence offsets, state slots and
+// embedding rows stay apart.
+static void test_batched_step(void **state)
+{
+    (void)state;
+    struct fixture *x = fixture_open("bf16");
+    char err[512];
+    int vocab = x->vocab, split = 30, b_len = 12;
+    int a_rest = x->prompt_length - split;
+    const int32_t *b_ids = x->ids + x->prompt_length - b_len; // text only (after the video)
+    float *alone_a = malloc((size_t)vocab * sizeof(float));
+    float *alone_b = malloc((size_t)vocab * sizeof(float));
+    float *batched = malloc((size_t)2 * vocab * sizeof(float));
+    struct sequence a, b;
+    sequence_new(x, &a);
+    step(x, &a, NULL, 0, x->prompt_length, 0, alone_a);
+    sequence_free(x, &a);
+    sequence_new(x, &b);
+    step(x, &b, b_ids, 0, b_len, 0, alone_b);
+    sequence_free(x, &b);
+
+    sequence_new(x, &a);
+    sequence_new(x, &b);
+    step(x, &a, NULL, 0, split, 0, batched);
+    int seqs[2] = {a.kv, b.kv}, counts[2] = {a_rest, b_len};
+    struct kv_step plan;
+    assert_int_equal(kv_cache_plan_step(x->kv, seqs, counts, 2, &plan, err, sizeof err), 0);
+    int32_t *ids = malloc((size_t)(a_rest + b_len) * sizeof(int32_t));
+    memcpy(ids, x->ids + split, (size_t)a_rest * sizeof(int32_t));
+    memcpy(ids + a_rest, b_ids, (size_t)b_len * sizeof(int32_t));
+    int32_t rows[512];
+    int embed_count = 0, first = -1;
+    for (int i = 0; i < x->image_count; i++)
+        if (x->image_rows[i] >= split) {
+            first = first < 0 ? i : first;
+            rows[embed_count++] = x->image_rows[i] - split;
+        }
+    assert_true(embed_count > 0); // the split falls inside the video
+    struct tensor *view = tensor_view(x->embeds, first, embed_count, 0, NULL, err, sizeof err);
+    assert_non_null(view);
+    int32_t slots[2] = {a.slot, b.slot};
+    struct nemotron_h_batch batch = {
+        .num_seqs = 2,
+        .total_tokens = a_rest + b_len,
+        .token_ids = ids,
+        .query_start = plan.query_start,
+        .context_lens = plan.context_lens,
+        .slot_mapping = plan.slot_mapping,
+        .block_tables = plan.block_tables,
+        .max_blocks_per_seq = plan.max_blocks,
+        .state_slots = slots,
+        .embeds = view,
+        .embed_rows = rows,
+        .embed_count = embed_count,
+    };
+    if (nemotron_h_forward(nemotron_vl_llm(x->model), x->kv, x->states, &batch, batched, err,
+                           sizeof err) != 0)
+        fail_msg("forward: %s", err);
+    float da = max_abs_diff(batched, alone_a, vocab);
+    float db = max_abs_diff(batched + vocab, alone_b, vocab);
+    printf("batched step: sequence A |diff| %.3g, sequence B |diff| %.3g\n", da, db);
+    assert_true(da <= 1e-5f);
+    assert_true(db <= 1e-5f);
+    tensor_free(view);
+    kv_step_free(&plan);
+    free(ids);
+    sequence_free(x, &a);
+    sequence_free(x, &b);
+    free(alone_a);
+    free(alone_b);
+    free(batched);
+    fixture_close(x);
+}
+
 // Bad checkpoints fail with a message naming the cause.
 static void test_bad_checkpoint(void **state)
 {
@@ -466,11 +600,13 @@ int main(int argc, char **argv)
     fixtures_root = argv[1];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vision),
+        cmocka_unit_test(test_preprocess),
         cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_fp8),
         cmocka_unit_test(test_nvfp4),
         cmocka_unit_test(test_chunked_prefill),
         cmocka_unit_test(test_prefix_state_snapshot),
+        cmocka_unit_test(test_batched_step),
         cmocka_unit_test(test_bad_checkpoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
