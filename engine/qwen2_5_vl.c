@@ -228,6 +228,17 @@ int qwen_config_from_json(const json_t *root, const char *source, struct qwen_co
                  section_sum, tc->head_dim, tc->head_dim / 2);
         goto fail;
     }
+    // Caps far above any real model's (3, 2, 14, 2) that keep the patch arithmetic below
+    // (patch * merge, qwen_patch_row_size) inside an int.
+    if (vc->in_channels > 16 || vc->temporal_patch_size > 16 || vc->patch_size > 1024 ||
+        vc->spatial_merge_size > 16) {
+        snprintf(err, err_size,
+                 "%s: vision patch sizes too large (in_channels %d, temporal_patch_size %d, "
+                 "patch_size %d, spatial_merge_size %d)",
+                 source, vc->in_channels, vc->temporal_patch_size, vc->patch_size,
+                 vc->spatial_merge_size);
+        goto fail;
+    }
     if (vc->depth <= 0 || vc->hidden_size <= 0 || vc->num_heads <= 0 ||
         vc->hidden_size % vc->num_heads != 0 || (vc->hidden_size / vc->num_heads) % 4 != 0 ||
         vc->intermediate_size <= 0 || vc->out_hidden_size != tc->hidden_size ||
