@@ -60,6 +60,10 @@ static const struct option config_options[] = {
     OPT("storage", "retries", OPTION_INT, storage_retries, "4", 0),
     OPT("daemon", "state_dir", OPTION_STRING, daemon_state_dir, "/var/lib/clipcap", 0),
     OPT("daemon", "log_level", OPTION_STRING, daemon_log_level, "info", 0),
+    OPT("metrics", "address", OPTION_STRING, metrics_address, "", 0),
+    OPT("metrics", "engine_stall_seconds", OPTION_DOUBLE, metrics_engine_stall_seconds, "120", 0),
+    OPT("metrics", "kafka_stats_interval_ms", OPTION_INT, metrics_kafka_stats_interval_ms, "5000",
+        0),
 };
 #define OPTION_COUNT (sizeof(config_options) / sizeof(config_options[0]))
 

@@ -57,6 +57,12 @@ struct config {
     // [daemon]
     char *daemon_state_dir;
     char *daemon_log_level;
+    // [metrics] (operations.h): address of /metrics, /healthz, /readyz ("" = off); engine
+    // loop silent this long = unhealthy, no watchdog ping; librdkafka statistics period
+    // (consumer lag; 0 = off)
+    char *metrics_address;
+    double metrics_engine_stall_seconds;
+    int metrics_kafka_stats_interval_ms;
 };
 
 // Fills defaults, then reads path (NULL: none), the environment and the --set flags.

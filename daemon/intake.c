@@ -5,6 +5,7 @@
 
 #include "log.h"
 #include "offset_tracker.h"
+#include "operations.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     char count[16];
     snprintf(count, sizeof(count), "%d", partitions->cnt);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        operations_consumer_joined();
         for (int i = 0; i < partitions->cnt; i++)
             offset_tracker_assign(in->tracker, partitions->elems[i].partition);
         rd_kafka_error_t *error = NULL;
@@ -117,6 +119,7 @@ int intake_open(const struct intake_options *options, intake **out, char *err, s
         conf_set(conf, "max.poll.interval.ms", poll_interval, err, err_size) ||
         conf_set(conf, "enable.partition.eof", "false", err, err_size))
         goto fail;
+    operations_kafka_configure(conf); // statistics: consumer lag per partition
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_opaque(conf, in);
     char kafka_err[512];
