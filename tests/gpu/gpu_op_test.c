@@ -16,6 +16,7 @@
 //   itself on a machine without a GPU.
 #include "backend_cuda.h"
 #include "ops.h"
+#include "ops_check.h"
 #include "tensor.h"
 
 #include <math.h>
@@ -927,6 +928,37 @@ static void test_errors(void)
     pair_free(&conv_slot);
 }
 
+// The engine core's own conformance run (engine/ops_check.h) with (cpu, cuda), at the tolerance
+// it names for bf16 activations (the CUDA GEMM stages activations in bf16).
+static void report_ops_check(void *context, const struct ops_check_result *r)
+{
+    (void)context;
+    printf("%s %-16s %-44s max|diff|=%.3e max|ref|=%.3e tol=%.1e\n", r->passed ? "ok  " : "FAIL",
+           r->op, r->case_name, r->max_error, r->max_reference, r->tolerance);
+    struct op_summary *s = summary_of("ops_check");
+    s->cases++;
+    double relative = r->max_error / (r->max_reference > 1 ? r->max_reference : 1);
+    if (relative > s->max_error)
+        s->max_error = relative;
+    if (!r->passed)
+        s->failures++;
+}
+
+static void test_ops_check(void)
+{
+    printf("-- engine/ops_check.c conformance run (cpu vs %s, tolerance 2e-2)\n",
+           backend_name(gpu));
+    int failed = ops_check_run(cpu, gpu, 2e-2, report_ops_check, NULL, err, sizeof err);
+    if (failed != 0) {
+        printf("FAIL ops_check: %s\n", failed < 0 ? err : "cases outside tolerance");
+        failures++;
+        if (failed < 0)
+            summary_of("ops_check")->failures++;
+        backend_clear_error(cpu);
+        backend_clear_error(gpu);
+    }
+}
+
 int main(int argc, char **argv)
 {
     int cpu_vs_cpu = 0;
@@ -964,6 +996,7 @@ int main(int argc, char **argv)
     test_paged();
     test_ssm();
     test_errors();
+    test_ops_check();
     if (!quick && !cpu_vs_cpu) {
         time_matmul(4096, 18944, 3584);
         time_matmul(8, 18944, 3584);
