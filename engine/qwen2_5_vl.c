@@ -241,6 +241,7 @@ int qwen_config_from_json(const json_t *root, const char *source, struct qwen_co
     }
     if (vc->depth <= 0 || vc->hidden_size <= 0 || vc->num_heads <= 0 ||
         vc->hidden_size % vc->num_heads != 0 || (vc->hidden_size / vc->num_heads) % 4 != 0 ||
+        vc->hidden_size / vc->num_heads > 1024 || // the rotary tables' frequency arrays
         vc->intermediate_size <= 0 || vc->out_hidden_size != tc->hidden_size ||
         vc->patch_size <= 0 || vc->temporal_patch_size <= 0 || vc->spatial_merge_size <= 0 ||
         vc->in_channels <= 0 || vc->window_size < vc->patch_size * vc->spatial_merge_size) {

@@ -239,6 +239,19 @@ static void test_config_errors(void **state)
     assert_int_not_equal(qwen_config_parse(bad, strlen(bad), "cfg", &c, err, sizeof(err)), 0);
     assert_non_null(strstr(err, "mrope_section"));
     free(bad);
+    // a vision head wider than the rotary tables allow (4096 / 1 > 1024)
+    const char *from = "\"hidden_size\": 32, \"num_heads\": 2";
+    const char *to = "\"hidden_size\": 4096, \"num_heads\": 1";
+    const char *at = strstr(tiny_config, from);
+    assert_non_null(at);
+    size_t head = (size_t)(at - tiny_config);
+    bad = malloc(strlen(tiny_config) + strlen(to) + 1);
+    memcpy(bad, tiny_config, head);
+    strcpy(bad + head, to);
+    strcat(bad, at + strlen(from));
+    assert_int_not_equal(qwen_config_parse(bad, strlen(bad), "cfg", &c, err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "vision"));
+    free(bad);
 }
 
 int main(void)
