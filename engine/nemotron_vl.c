@@ -171,6 +171,7 @@ done:
 
 struct nemotron_vl {
     struct nemotron_vl_config config;
+    struct backend *backend;
     struct weight_store *store;
     nemotron_h_model *llm;
     radio_model *vision;
@@ -190,6 +191,7 @@ int nemotron_vl_open(const char *dir, struct backend *backend, int random_weight
         snprintf(err, err_size, "nemotron-vl: out of memory");
         goto done;
     }
+    m->backend = backend;
     if (nemotron_vl_config_from_model_config(&mc, &m->config, err, err_size) != 0)
         goto done;
     if (!random_weights && shapes_from_checkpoint(dir, &m->config.vision, err, err_size) != 0)
@@ -254,6 +256,11 @@ nemotron_h_model *nemotron_vl_llm(nemotron_vl *m)
 radio_model *nemotron_vl_vision(nemotron_vl *m)
 {
     return m->vision;
+}
+
+struct backend *nemotron_vl_backend(const nemotron_vl *m)
+{
+    return m->backend;
 }
 
 const struct tensor *nemotron_vl_tensor(const nemotron_vl *m, const char *name)

@@ -43,6 +43,7 @@ void nemotron_vl_close(nemotron_vl *model);
 const struct nemotron_vl_config *nemotron_vl_get_config(const nemotron_vl *model);
 nemotron_h_model *nemotron_vl_llm(nemotron_vl *model);
 radio_model *nemotron_vl_vision(nemotron_vl *model);
+struct backend *nemotron_vl_backend(const nemotron_vl *model);
 // A loaded tensor by checkpoint name (NULL when the model has none), e.g. to report dtypes.
 const struct tensor *nemotron_vl_tensor(const nemotron_vl *model, const char *name);
 

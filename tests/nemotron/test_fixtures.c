@@ -21,6 +21,7 @@
 
 #include "kv_cache.h"
 #include "nemotron_vl.h"
+#include "nemotron_vl_runner.h"
 #include "ops.h"
 #include "preprocess_nemotron.h"
 #include "safetensors.h"
@@ -576,6 +577,169 @@ static void test_batched_step(void **state)
     fixture_close(x);
 }
 
+// The runner end to end (frames -> preprocessing -> vision -> prompt -> chunked prefill ->
+// greedy decode -> stage 2 from the prefix snapshot). A stand-in tokenizer maps the prompt's text
+// pieces to the fixture's ids (the tiny model has no tokenizer) and any other text to its bytes.
+struct stub_tokenizer {
+    struct fixture *x;
+    int frame_sep_start[8], frame_sep_len[8];
+};
+
+static int stub_encode(void *context, const char *text, int32_t **ids, size_t *count, char *err,
+                       size_t err_size)
+{
+    struct stub_tokenizer *t = context;
+    const int32_t *src = NULL;
+    size_t n = 0;
+    char sep[96];
+    if (!strcmp(text, "<B>")) { // everything before the video
+        src = t->x->ids;
+        n = (size_t)t->frame_sep_start[0];
+    } else if (!strcmp(text, "<A>")) { // everything after it
+        src = t->x->ids + t->x->prefix_length;
+        n = (size_t)(t->x->prompt_length - t->x->prefix_length);
+    } else {
+        for (int f = 0; f < 3; f++) {
+            nemotron_frame_separator(f, f, 2.0, sep, sizeof sep);
+            if (!strcmp(text, sep)) {
+                src = t->x->ids + t->frame_sep_start[f];
+                n = (size_t)t->frame_sep_len[f];
+            }
+        }
+    }
+    size_t len = src ? n : strlen(text);
+    *ids = malloc((len ? len : 1) * sizeof(int32_t));
+    if (!*ids) {
+        snprintf(err, err_size, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++)
+        (*ids)[i] = src ? src[i] : (unsigned char)text[i];
+    *count = len;
+    return 0;
+}
+
+static int stub_decode(void *context, const int32_t *ids, size_t count, char **text, char *err,
+                       size_t err_size)
+{
+    (void)context;
+    *text = malloc(count * 6 + 1);
+    if (!*text) {
+        snprintf(err, err_size, "out of memory");
+        return -1;
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < count; i++) // printable, and different tokens give different text
+        at += (size_t)sprintf(*text + at, "t%d ", ids[i] % 1000);
+    (*text)[at] = '\0';
+    return 0;
+}
+
+static void test_runner(void **state)
+{
+    (void)state;
+    struct fixture *x = fixture_open("bf16");
+    char err[512];
+    struct stub_tokenizer t = {.x = x};
+    // The fixture's separators: frame 0's follows the 11-id chat prefix
+    // (tests/fixtures/gen: <s> <SPECIAL_10> + 5 + <SPECIAL_11> + 3), the others follow a </img>;
+    // each runs up to the next <img>.
+    int frame = 0, run_start = 11;
+    for (int i = 0; i < x->prefix_length; i++) {
+        if (i > 0 && x->ids[i - 1] == x->config->img_end_token_id)
+            run_start = i;
+        if (x->ids[i] == x->config->img_start_token_id) {
+            t.frame_sep_start[frame] = run_start;
+            t.frame_sep_len[frame++] = i - run_start;
+        }
+    }
+    assert_int_equal(frame, 3);
+    struct nemotron_tokenizer_ops ops = {stub_encode, stub_decode, &t};
+
+    nemotron_runner *runner = NULL;
+    struct nemotron_runner_options options = {.prefill_chunk = 16};
+    assert_int_equal(nemotron_runner_create(x->model, &options, &runner, err, sizeof err), 0);
+    const struct safetensors_entry *frames_entry = safetensors_find(x->inputs, "frames");
+    assert_non_null(frames_entry);
+    int64_t indices[3] = {0, 1, 2};
+    struct nemotron_caption_request q = {
+        .rgb = safetensors_data(x->inputs, frames_entry),
+        .frames = 3,
+        .height = (int)frames_entry->shape[1],
+        .width = (int)frames_entry->shape[2],
+        .frame_indices = indices,
+        .fps = 2.0,
+        .prompt_text = "<B><video><A>",
+        .stage2_prefix = "Please refine this caption: ",
+        .sampling = {.greedy = 1, .top_p = 1, .repetition_penalty = 1},
+        .max_output_tokens = 32,
+    };
+    struct nemotron_caption_result result;
+    if (nemotron_runner_caption(runner, &ops, &q, &result, err, sizeof err) != 0)
+        fail_msg("caption: %s", err);
+    // Stage 1 is the fixture's prompt and its greedy tokens.
+    assert_int_equal(result.prefix_tokens, x->prefix_length);
+    assert_int_equal(result.stage1.prompt_tokens, x->prompt_length);
+    assert_int_equal(result.video_tokens, x->image_count);
+    int64_t n;
+    const int32_t *want = tensor_data(x->reference, "greedy_tokens", &n, SAFETENSORS_I32);
+    assert_int_equal(result.stage1.token_count, n);
+    assert_memory_equal(result.stage1.tokens, want, (size_t)n * sizeof(int32_t));
+    assert_non_null(result.stage1.text);
+
+    // Stage 2 equals the same prompt computed from scratch: the fixture's prefix, then
+    // "\n" + refinement prefix + stage-1 caption (no suffix marker in this prompt), as bytes.
+    char text2[2048];
+    snprintf(text2, sizeof text2, "\nPlease refine this caption: %s", result.stage1.text);
+    int len2 = x->prefix_length + (int)strlen(text2);
+    int32_t *ids2 = malloc((size_t)len2 * sizeof(int32_t));
+    memcpy(ids2, x->ids, (size_t)x->prefix_length * sizeof(int32_t));
+    for (int i = x->prefix_length; i < len2; i++)
+        ids2[i] = (unsigned char)text2[i - x->prefix_length];
+    assert_int_equal(result.stage2.prompt_tokens, len2);
+    float *logits = malloc((size_t)x->vocab * sizeof(float));
+    struct sequence s;
+    sequence_new(x, &s);
+    step(x, &s, NULL, 0, x->prefix_length, 0, logits);
+    step(x, &s, ids2 + x->prefix_length, 0, len2 - x->prefix_length, 0, logits);
+    assert_int_equal(result.stage2.token_count, 32);
+    for (int i = 0; i < 32; i++) {
+        int32_t token = argmax(logits, x->vocab);
+        assert_int_equal(result.stage2.tokens[i], token);
+        step(x, &s, &token, 0, 1, 0, logits);
+    }
+    sequence_free(x, &s);
+    printf("runner: stage 1 = transformers' 32 greedy tokens; stage 2 (%d prompt tokens, %d "
+           "reused) = from-scratch greedy\n",
+           len2, x->prefix_length);
+    nemotron_caption_result_free(&result);
+
+    // EVS at rate 0.5 keeps max(9, int(27 * 0.5)) = 13 of the 27 video rows, all of frame 0.
+    q.evs_rate = 0.5;
+    q.stage2_prefix = NULL;
+    q.max_output_tokens = 4;
+    q.sampling.stop_tokens[0] = want[0]; // stops at once: stop handling
+    q.sampling.stop_token_count = 1;
+    if (nemotron_runner_caption(runner, &ops, &q, &result, err, sizeof err) != 0)
+        fail_msg("caption with EVS: %s", err);
+    assert_int_equal(result.video_tokens, 13);
+    assert_int_equal(result.prefix_tokens, x->prefix_length - (27 - 13));
+    assert_null(result.stage2.text);
+    assert_true(result.stage1.token_count >= 1 && result.stage1.token_count <= 4);
+    if (result.stage1.tokens[result.stage1.token_count - 1] == want[0])
+        assert_int_equal(result.stage1.stopped, 1);
+    nemotron_caption_result_free(&result);
+
+    // A prompt without <video> is refused with a message.
+    q.prompt_text = "<B><A>";
+    assert_int_not_equal(nemotron_runner_caption(runner, &ops, &q, &result, err, sizeof err), 0);
+    assert_non_null(strstr(err, "<video>"));
+    free(ids2);
+    free(logits);
+    nemotron_runner_destroy(runner);
+    fixture_close(x);
+}
+
 // Bad checkpoints fail with a message naming the cause.
 static void test_bad_checkpoint(void **state)
 {
@@ -607,6 +771,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_chunked_prefill),
         cmocka_unit_test(test_prefix_state_snapshot),
         cmocka_unit_test(test_batched_step),
+        cmocka_unit_test(test_runner),
         cmocka_unit_test(test_bad_checkpoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
