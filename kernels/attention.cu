@@ -15,7 +15,10 @@
 // query_start, so the grid size needs no host copy of the offsets: at most T * G / 16 + S tiles.
 // The same map kernel validates offsets, context lengths and block ids; on a bad value it
 // records the error and schedules no tile.
-#include "cuda_common.cuh"
+//
+// Sequences with many queries (prefill, prefill chunks) go to the tensor-core kernel of
+// attention_mma.cu when it supports the head dim; each kernel gets a map of its own sequences.
+#include "attention_common.cuh"
 
 #define ATTENTION_WARPS         4
 #define ATTENTION_ROWS_PER_WARP 4
@@ -24,8 +27,12 @@
 #define ATTENTION_MAX_HEAD_DIM  256
 #define ATTENTION_SPLIT_MIN     256 // fewest keys per split
 
+// Sequences with at least this many queries take the tensor-core kernel (when enabled).
+#define ATTENTION_MMA_MIN_QUERIES 16
+
 struct attention_plan {
-    int64_t max_tiles;
+    int64_t max_tiles, mma_max_tiles;
+    int use_mma;
     int splits;
     int64_t split_len;
     size_t tile_start_bytes, map_bytes, partial_bytes;
@@ -54,8 +61,12 @@ static struct attention_plan make_plan(const struct cuda_attention_args *a)
     p.split_len = round_up((max_keys + p.splits - 1) / p.splits, ATTENTION_KEYS);
     if (p.split_len < ATTENTION_KEYS)
         p.split_len = ATTENTION_KEYS;
+    p.use_mma =
+        !a->exact && attention_mma_supports(a->head_dim) && a->tokens >= ATTENTION_MMA_MIN_QUERIES;
+    p.mma_max_tiles =
+        p.use_mma ? (a->tokens + ATTENTION_MMA_ROWS - 1) / ATTENTION_MMA_ROWS + a->num_seqs : 0;
     p.tile_start_bytes = (size_t)round_up((a->num_seqs + 1) * (int64_t)sizeof(int), 256);
-    p.map_bytes = (size_t)round_up(p.max_tiles * (int64_t)sizeof(int2), 256);
+    p.map_bytes = (size_t)round_up((p.max_tiles + p.mma_max_tiles) * (int64_t)sizeof(int2), 256);
     p.partial_bytes = p.splits > 1
                           ? (size_t)(p.max_tiles * ATTENTION_ROWS * a->num_kv_heads * p.splits *
                                      (int64_t)(a->head_dim + 2) * (int64_t)sizeof(float))
@@ -67,100 +78,6 @@ extern "C" size_t cuda_attention_workspace(const struct cuda_attention_args *arg
 {
     struct attention_plan p = make_plan(args);
     return p.tile_start_bytes + p.map_bytes + p.partial_bytes;
-}
-
-struct attention_params {
-    float *out;
-    const float *q;
-    const void *k, *v;
-    const int32_t *query_start, *context_lens, *block_tables;
-    int64_t tokens, num_seqs, max_blocks, block_size, num_blocks;
-    int num_heads, num_kv_heads, head_dim, group;
-    int causal, paged;
-    float scale;
-    int splits;
-    int64_t split_len;
-};
-
-// Validates the step's offsets (and for the paged op context lengths and block ids) and lays
-// out the tiles. One block.
-static __global__ void attention_map_kernel(struct attention_params p, int *tile_start, int2 *map,
-                                            int64_t max_tiles, long long *error_record)
-{
-    __shared__ int bad;
-    if (threadIdx.x == 0) {
-        bad = 0;
-        if (p.query_start[0] != 0 || p.query_start[p.num_seqs] != p.tokens) {
-            int at_end = p.query_start[0] == 0;
-            report_input_error(error_record, CUDA_INPUT_OFFSETS, at_end ? p.num_seqs : 0,
-                               p.query_start[at_end ? p.num_seqs : 0], p.tokens);
-            bad = 1;
-        }
-    }
-    __syncthreads();
-    int64_t room = p.max_blocks * p.block_size;
-    for (int64_t s = threadIdx.x; s < p.num_seqs; s += blockDim.x) {
-        int32_t first = p.query_start[s], last = p.query_start[s + 1];
-        if (last < first || first < 0 || last > p.tokens) {
-            report_input_error(error_record, CUDA_INPUT_OFFSETS, s + 1, last, p.tokens);
-            bad = 1;
-            continue;
-        }
-        if (!p.paged)
-            continue;
-        int64_t keys = p.context_lens[s], queries = last - first;
-        if (keys < queries || keys > room) {
-            report_input_error(error_record, CUDA_INPUT_CONTEXT_LENGTH, s, keys, room);
-            bad = 1;
-            continue;
-        }
-        if (queries == 0)
-            continue;
-        for (int64_t b = 0; b < (keys + p.block_size - 1) / p.block_size; b++) {
-            int32_t block = p.block_tables[s * p.max_blocks + b];
-            if (block < 0 || block >= p.num_blocks) {
-                report_input_error(error_record, CUDA_INPUT_BLOCK_ID, s, block, p.num_blocks);
-                bad = 1;
-                break;
-            }
-        }
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        // A serial prefix over sequences: cheap next to the attention itself.
-        tile_start[0] = 0;
-        for (int64_t s = 0; s < p.num_seqs; s++) {
-            int64_t rows = bad ? 0 : (int64_t)(p.query_start[s + 1] - p.query_start[s]) * p.group;
-            tile_start[s + 1] = tile_start[s] + (int)((rows + ATTENTION_ROWS - 1) / ATTENTION_ROWS);
-        }
-    }
-    __syncthreads();
-    int total = tile_start[p.num_seqs];
-    for (int64_t i = threadIdx.x; i < max_tiles; i += blockDim.x) {
-        if (i >= total) {
-            map[i] = make_int2(-1, 0);
-            continue;
-        }
-        int64_t lo = 0, hi = p.num_seqs - 1; // the last s with tile_start[s] <= i
-        while (lo < hi) {
-            int64_t mid = (lo + hi + 1) / 2;
-            if (tile_start[mid] <= i)
-                lo = mid;
-            else
-                hi = mid - 1;
-        }
-        map[i] = make_int2((int)lo, (int)((i - tile_start[lo]) * ATTENTION_ROWS));
-    }
-}
-
-static __device__ __forceinline__ float kv_load(const float *p, int64_t i)
-{
-    return p[i];
-}
-
-static __device__ __forceinline__ float kv_load(const __nv_bfloat16 *p, int64_t i)
-{
-    return __bfloat162float(p[i]);
 }
 
 static size_t attention_shared_bytes(int head_dim)
@@ -235,14 +152,7 @@ static __global__ void __launch_bounds__(ATTENTION_WARPS *WARP_SIZE)
             int64_t pos = key0 + j;
             float kv = 0.0f, vv = 0.0f;
             if (pos < key_end) {
-                int64_t row;
-                if (p.paged)
-                    row = (int64_t)p.block_tables[seq * p.max_blocks + pos / p.block_size] *
-                              p.block_size +
-                          pos % p.block_size;
-                else
-                    row = q_begin + pos;
-                int64_t at = row * kv_width + (int64_t)kv_head * D + d;
+                int64_t at = kv_row(p, seq, q_begin, pos) * kv_width + (int64_t)kv_head * D + d;
                 kv = kv_load(k, at);
                 vv = kv_load(v, at);
             }
@@ -428,11 +338,25 @@ extern "C" cudaError_t cuda_attention(cudaStream_t stream, const struct cuda_att
     char *base = (char *)workspace;
     int *tile_start = (int *)base;
     int2 *map = (int2 *)(base + plan.tile_start_bytes);
+    int2 *mma_map = map + plan.max_tiles;
     float *partials = (float *)(base + plan.tile_start_bytes + plan.map_bytes);
-    attention_map_kernel<<<1, 256, 0, stream>>>(p, tile_start, map, plan.max_tiles, error_record);
+    int64_t split_at = plan.use_mma ? ATTENTION_MMA_MIN_QUERIES : INT64_MAX;
+    attention_map_kernel<<<1, 256, 0, stream>>>(p, tile_start, map, plan.max_tiles, ATTENTION_ROWS,
+                                                p.group, 0, split_at, error_record);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess || a->tokens == 0 || a->num_seqs == 0)
         return e;
+    if (plan.use_mma) {
+        // The map kernel runs after the first (stream order), so tile_start can be reused.
+        attention_map_kernel<<<1, 256, 0, stream>>>(p, tile_start, mma_map, plan.mma_max_tiles,
+                                                    ATTENTION_MMA_ROWS, 1, split_at, INT64_MAX,
+                                                    error_record);
+        if ((e = cudaGetLastError()) != cudaSuccess)
+            return e;
+        e = attention_mma_launch(stream, &p, a->cache_dtype, mma_map, plan.mma_max_tiles);
+        if (e != cudaSuccess)
+            return e;
+    }
     dim3 grid((unsigned)plan.max_tiles, (unsigned)a->num_kv_heads, (unsigned)plan.splits);
     if (a->paged && a->cache_dtype == TENSOR_BF16)
         e = launch_attention_dims<__nv_bfloat16>(stream, &p, grid, map, partials);

@@ -26,6 +26,7 @@ struct cuda_context {
     void *scratch; // grows on demand; ops run in stream order, so one region serves all
     size_t scratch_bytes;
     struct cuda_matmul *matmul;
+    int exact_attention; // 1: f32 CUDA-core attention only
 };
 
 static struct cuda_context *cuda(struct backend *be)
@@ -341,6 +342,7 @@ static int run_attention(struct backend *be, const char *op, struct cuda_attenti
 {
     struct cuda_context *c = cuda(be);
     args->multiprocessors = c->multiprocessors;
+    args->exact = c->exact_attention;
     if (args->head_dim > 256)
         return backend_set_error(be, "%s: head_dim %d > 256 is not implemented on CUDA", op,
                                  args->head_dim);
@@ -572,6 +574,14 @@ static const struct backend_ops cuda_ops = {
     .argmax = cuda_argmax_op,
     .softmax = cuda_softmax_op,
 };
+
+int backend_cuda_set_exact_attention(struct backend *be, int exact)
+{
+    if (be->ops != &cuda_ops)
+        return -1;
+    cuda(be)->exact_attention = exact != 0;
+    return 0;
+}
 
 int backend_cuda_device_count(char *err, size_t err_size)
 {

@@ -25,6 +25,12 @@ int backend_cuda_device_count(char *err, size_t err_size);
 // with a message naming the cause (no device, driver error, out of memory).
 struct backend *backend_cuda_create(int device, char *err, size_t err_size);
 
+// Attention of sequences with 16 or more queries (prefill) runs on tensor cores with q, k, v and
+// the probabilities in bf16 (f32 scores and sums), as FlashAttention does; decode rows and head
+// dims other than 64, 80 and 128 use an f32 CUDA-core kernel. exact = 1 sends everything to the
+// f32 kernel (slower; for accuracy checks). Returns -1 if be is not a CUDA backend.
+int backend_cuda_set_exact_attention(struct backend *be, int exact);
+
 #ifdef __cplusplus
 }
 #endif

@@ -123,6 +123,7 @@ struct cuda_attention_args {
     int causal, paged;
     float scale;
     int multiprocessors;
+    int exact; // 1: f32 CUDA-core kernel only (no bf16 tensor-core path)
 };
 // Bytes of device workspace cuda_attention needs for these arguments.
 size_t cuda_attention_workspace(const struct cuda_attention_args *args);

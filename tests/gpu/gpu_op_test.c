@@ -35,6 +35,8 @@ struct op_summary {
 };
 
 static struct backend *cpu, *gpu;
+static int cuda_device;         // gpu is the CUDA backend (not --cpu-vs-cpu)
+static int exact_attention = 1; // attention on the f32 kernel (tight tolerance) or tensor cores
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static int failures, quick;
 static struct op_summary summaries[MAX_OPS];
@@ -321,6 +323,115 @@ static void time_matmul(int64_t m, int64_t n, int64_t k)
     tensor_free(x);
     tensor_free(w);
     tensor_free(out);
+}
+
+// Attention throughput on the GPU alone (information): one prefill of `tokens` in sequences of
+// `seq_len`, or (paged) `seqs` sequences of `queries` queries over `context` keys in a bf16 cache.
+static void time_attention(const char *what, int64_t tokens, int64_t seq_len, int heads,
+                           int kv_heads, int head_dim, enum attention_mask mask)
+{
+    int64_t seqs = (tokens + seq_len - 1) / seq_len;
+    int32_t *starts = malloc(sizeof(int32_t) * (size_t)(seqs + 1));
+    for (int64_t s = 0; s <= seqs; s++)
+        starts[s] = (int32_t)(s * seq_len < tokens ? s * seq_len : tokens);
+    int64_t n = seqs + 1;
+    struct tensor *cu = tensor_from_host(gpu, TENSOR_I32, 1, &n, starts, "cu", err, sizeof err);
+    struct tensor *q =
+        tensor_new_2d(gpu, TENSOR_F32, tokens, (int64_t)heads * head_dim, "q", err, sizeof err);
+    struct tensor *k =
+        tensor_new_2d(gpu, TENSOR_F32, tokens, (int64_t)kv_heads * head_dim, "k", err, sizeof err);
+    struct tensor *out =
+        tensor_new_2d(gpu, TENSOR_F32, tokens, (int64_t)heads * head_dim, "out", err, sizeof err);
+    if (!cu || !q || !k || !out)
+        die("timing tensors");
+    op_scale(gpu, q, q, 0.0f); // defined contents
+    op_scale(gpu, k, k, 0.0f);
+    double flops = 0;
+    for (int64_t s = 0; s < seqs; s++) {
+        double len = starts[s + 1] - starts[s];
+        flops +=
+            4.0 * heads * head_dim * (mask == ATTENTION_CAUSAL ? len * (len + 1) / 2 : len * len);
+    }
+    for (int mode = 0; mode < 2; mode++) {
+        backend_cuda_set_exact_attention(gpu, mode == 0);
+        op_attention(gpu, out, q, k, k, cu, heads, kv_heads, head_dim, mask, 0.1f);
+        backend_synchronize(gpu);
+        int reps = mode == 0 ? 2 : 5;
+        double t0 = seconds_now();
+        for (int i = 0; i < reps; i++)
+            op_attention(gpu, out, q, k, k, cu, heads, kv_heads, head_dim, mask, 0.1f);
+        backend_synchronize(gpu);
+        double t = (seconds_now() - t0) / reps;
+        printf("time attention %s (%s): %.3f ms, %.1f TFLOP/s\n", what, mode == 0 ? "f32" : "mma",
+               t * 1e3, flops / t / 1e12);
+    }
+    backend_cuda_set_exact_attention(gpu, exact_attention);
+    tensor_free(cu);
+    tensor_free(q);
+    tensor_free(k);
+    tensor_free(out);
+    free(starts);
+}
+
+static void time_attention_paged(const char *what, int64_t seqs, int64_t queries, int64_t context,
+                                 int heads, int kv_heads, int head_dim)
+{
+    int64_t block_size = 16, blocks_per_seq = (context + block_size - 1) / block_size;
+    int64_t num_blocks = seqs * blocks_per_seq, tokens = seqs * queries;
+    int32_t *tables = malloc(sizeof(int32_t) * (size_t)num_blocks);
+    int32_t *starts = malloc(sizeof(int32_t) * (size_t)(seqs + 1));
+    int32_t *lens = malloc(sizeof(int32_t) * (size_t)seqs);
+    for (int64_t i = 0; i < num_blocks; i++)
+        tables[i] = (int32_t)i;
+    for (int64_t s = 0; s <= seqs; s++)
+        starts[s] = (int32_t)(s * queries);
+    for (int64_t s = 0; s < seqs; s++)
+        lens[s] = (int32_t)context;
+    int64_t cache_shape[3] = {num_blocks, block_size, (int64_t)kv_heads * head_dim};
+    int64_t table_shape[2] = {seqs, blocks_per_seq}, n = seqs + 1;
+    struct tensor *cache = tensor_new(gpu, TENSOR_BF16, 3, cache_shape, "cache", err, sizeof err);
+    struct tensor *bt =
+        tensor_from_host(gpu, TENSOR_I32, 2, table_shape, tables, "bt", err, sizeof err);
+    struct tensor *qs = tensor_from_host(gpu, TENSOR_I32, 1, &n, starts, "qs", err, sizeof err);
+    struct tensor *cl = tensor_from_host(gpu, TENSOR_I32, 1, &seqs, lens, "cl", err, sizeof err);
+    struct tensor *q =
+        tensor_new_2d(gpu, TENSOR_F32, tokens, (int64_t)heads * head_dim, "q", err, sizeof err);
+    struct tensor *out =
+        tensor_new_2d(gpu, TENSOR_F32, tokens, (int64_t)heads * head_dim, "out", err, sizeof err);
+    if (!cache || !bt || !qs || !cl || !q || !out)
+        die("timing tensors");
+    op_scale(gpu, q, q, 0.0f);
+    struct tensor *zero = tensor_new_2d(gpu, TENSOR_F32, num_blocks * block_size,
+                                        (int64_t)kv_heads * head_dim, "zero", err, sizeof err);
+    op_scale(gpu, zero, zero, 0.0f);
+    op_copy(gpu, cache, zero);
+    tensor_free(zero);
+    double keys_read = (double)seqs * context * kv_heads * head_dim * 2 * 2; // k and v, bf16
+    for (int mode = 0; mode < 2; mode++) {
+        backend_cuda_set_exact_attention(gpu, mode == 0);
+        op_attention_paged(gpu, out, q, cache, cache, qs, cl, bt, heads, kv_heads, head_dim, 0.1f);
+        backend_synchronize(gpu);
+        int reps = 5;
+        double t0 = seconds_now();
+        for (int i = 0; i < reps; i++)
+            op_attention_paged(gpu, out, q, cache, cache, qs, cl, bt, heads, kv_heads, head_dim,
+                               0.1f);
+        backend_synchronize(gpu);
+        double t = (seconds_now() - t0) / reps;
+        double flops = 4.0 * heads * head_dim * (double)queries * (double)context * seqs;
+        printf("time attention_paged %s (%s): %.3f ms, %.1f TFLOP/s, %.0f GB/s of cache\n", what,
+               mode == 0 ? "f32" : "mma", t * 1e3, flops / t / 1e12, keys_read / t / 1e9);
+    }
+    backend_cuda_set_exact_attention(gpu, exact_attention);
+    tensor_free(cache);
+    tensor_free(bt);
+    tensor_free(qs);
+    tensor_free(cl);
+    tensor_free(q);
+    tensor_free(out);
+    free(tables);
+    free(starts);
+    free(lens);
 }
 
 static void test_matmul(void)
@@ -618,9 +729,9 @@ static void test_attention_case(const int32_t *lengths, int num_seqs, int heads,
         starts[s + 1] = starts[s] + lengths[s];
     int64_t tokens = starts[num_seqs];
     char name[96];
-    snprintf(name, sizeof name, "%s T%lld seqs %d heads %d/%d d%d",
-             mask == ATTENTION_CAUSAL ? "causal" : "full", (long long)tokens, num_seqs, heads,
-             kv_heads, head_dim);
+    snprintf(name, sizeof name, "%s %s T%lld seqs %d heads %d/%d d%d",
+             exact_attention ? "f32" : "mma", mask == ATTENTION_CAUSAL ? "causal" : "full",
+             (long long)tokens, num_seqs, heads, kv_heads, head_dim);
     struct pair q = pair_random_2d(TENSOR_F32, tokens, (int64_t)heads * head_dim, -1, 1, "q");
     struct pair k = pair_random_2d(TENSOR_F32, tokens, (int64_t)kv_heads * head_dim, -1, 1, "k");
     struct pair v = pair_random_2d(TENSOR_F32, tokens, (int64_t)kv_heads * head_dim, -1, 1, "v");
@@ -629,7 +740,7 @@ static void test_attention_case(const int32_t *lengths, int num_seqs, int heads,
     float scale = 1.0f / sqrtf((float)head_dim);
     op_attention(cpu, out.cpu, q.cpu, k.cpu, v.cpu, cu.cpu, heads, kv_heads, head_dim, mask, scale);
     op_attention(gpu, out.gpu, q.gpu, k.gpu, v.gpu, cu.gpu, heads, kv_heads, head_dim, mask, scale);
-    compare("attention", name, &out, 1e-5, 1e-4);
+    compare("attention", name, &out, exact_attention ? 1e-5 : 2e-3, exact_attention ? 1e-4 : 1e-2);
     pair_free(&q);
     pair_free(&k);
     pair_free(&v);
@@ -652,6 +763,9 @@ static void test_attention(void)
     }
     test_attention_case(single, 1, 28, 4, 128, ATTENTION_CAUSAL);
     test_attention_case(windows, 6, 16, 16, 80, ATTENTION_FULL);
+    int32_t frames[] = {130, 77};
+    test_attention_case(frames, 2, 4, 4, 80, ATTENTION_FULL);
+    test_attention_case(frames, 2, 4, 1, 64, ATTENTION_CAUSAL);
     if (!quick) {
         int32_t long_prefill[] = {1500};
         test_attention_case(long_prefill, 1, 8, 2, 128, ATTENTION_CAUSAL);
@@ -729,7 +843,8 @@ static void test_paged_case(const int32_t *queries, const int32_t *contexts, int
                        context_lens.cpu, block_tables.cpu, heads, kv_heads, head_dim, scale);
     op_attention_paged(gpu, out.gpu, q.gpu, k_cache.gpu, v_cache.gpu, query_start.gpu,
                        context_lens.gpu, block_tables.gpu, heads, kv_heads, head_dim, scale);
-    compare("attention_paged", name, &out, 1e-5, 1e-4);
+    compare("attention_paged", name, &out, exact_attention ? 1e-5 : 2e-3,
+            exact_attention ? 1e-4 : 1e-2);
     pair_free(&k_cache);
     pair_free(&v_cache);
     pair_free(&k);
@@ -755,6 +870,11 @@ static void test_paged(void)
         test_paged_case(queries, contexts, 5, 4, 2, 64, dtype, 16, 16);
         test_paged_case(queries, contexts, 5, 28, 4, 128, dtype, 16, 16);
     }
+    // Prefill chunks over a cached prefix (the tensor-core path), next to decode rows.
+    int32_t chunk_q[] = {100, 1, 64, 17};
+    int32_t chunk_ctx[] = {230, 90, 64, 40};
+    test_paged_case(chunk_q, chunk_ctx, 4, 28, 4, 128, TENSOR_BF16, 16, 40);
+    test_paged_case(chunk_q, chunk_ctx, 4, 16, 16, 80, TENSOR_F32, 16, 40);
     // Long contexts with few sequences: split along the keys.
     int32_t decode_q[] = {1, 1};
     int32_t decode_ctx[] = {1200, 333};
@@ -984,6 +1104,7 @@ int main(int argc, char **argv)
                      : backend_cuda_create(0, err, sizeof err);
     if (!gpu)
         die("device backend");
+    cuda_device = !cpu_vs_cpu;
     printf("gpu_op_test: %s against %s\n", backend_name(gpu), backend_name(cpu));
 
     test_matmul();
@@ -992,14 +1113,28 @@ int main(int argc, char **argv)
     test_elementwise();
     test_data_movement();
     test_sampling();
-    test_attention();
-    test_paged();
+    for (int mode = 0; mode < (cuda_device ? 2 : 1); mode++) {
+        exact_attention = mode == 0;
+        if (cuda_device)
+            backend_cuda_set_exact_attention(gpu, exact_attention);
+        test_attention();
+        test_paged();
+    }
     test_ssm();
     test_errors();
     test_ops_check();
     if (!quick && !cpu_vs_cpu) {
         time_matmul(4096, 18944, 3584);
         time_matmul(8, 18944, 3584);
+        time_attention("LLM prefill 7200 causal 28/4 d128", 7200, 7200, 28, 4, 128,
+                       ATTENTION_CAUSAL);
+        time_attention("vision windows 28800/64 full 16 d80", 28800, 64, 16, 16, 80,
+                       ATTENTION_FULL);
+        time_attention("vision frames 28800/2880 full 16 d80", 28800, 2880, 16, 16, 80,
+                       ATTENTION_FULL);
+        time_attention_paged("chunk 2048 q over 7200 keys 28/4 d128", 1, 2048, 7200, 28, 4, 128);
+        time_attention_paged("decode 64 seqs x 7500 keys 28/4 d128", 64, 1, 7500, 28, 4, 128);
+        time_attention_paged("decode 4 seqs x 7500 keys 28/4 d128", 4, 1, 7500, 28, 4, 128);
     }
 
     printf("\nmax error per op (max |diff| / max(1, max |ref|) over its cases):\n");
