@@ -40,6 +40,14 @@ void notify_stopping(void)
     send_state("STOPPING=1", &warned);
 }
 
+void notify_watchdog_extend(uint64_t usec)
+{
+    static int warned;
+    char state[64];
+    snprintf(state, sizeof(state), "WATCHDOG=1\nWATCHDOG_USEC=%llu", (unsigned long long)usec);
+    send_state(state, &warned);
+}
+
 void notify_status(const char *format, ...)
 {
     static int warned;

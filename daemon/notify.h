@@ -13,6 +13,8 @@
 void notify_ready(void);
 void notify_watchdog(void);
 void notify_stopping(void);
+// Pings and sets a new watchdog period (WATCHDOG_USEC=), e.g. to cover a graceful stop.
+void notify_watchdog_extend(uint64_t usec);
 void notify_status(const char *format, ...) __attribute__((format(printf, 1, 2)));
 
 // The watchdog period systemd asks for (WATCHDOG_USEC, for this process), in microseconds;

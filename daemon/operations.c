@@ -17,6 +17,7 @@ struct operations {
     metrics_registry *registry;
     http_server *server;
     double engine_stall_seconds;
+    double stop_seconds; // drain plus the pipeline's stop (a fetch in hand, the final commit)
     int kafka_stats_interval_ms;
     uint64_t watchdog_usec;
 
@@ -228,6 +229,7 @@ int operations_start(const struct config *config, char *err, size_t err_size)
     pthread_mutex_init(&state.phase_lock, NULL);
     state.engine_stall_seconds = config->metrics_engine_stall_seconds;
     state.kafka_stats_interval_ms = config->metrics_kafka_stats_interval_ms;
+    state.stop_seconds = config->pipeline_drain_timeout_seconds + 60.0;
     atomic_store(&state.store_available, 1);
     state.registry = metrics_registry_create();
     if (!state.registry) {
@@ -347,6 +349,10 @@ void operations_stopping(void)
     atomic_store(&state.stopping, 1);
     metrics_gauge_set(state.ready, NULL, 0);
     notify_stopping();
+    // The drain pings from its loop, but the pipeline's stop after it does not: cover the
+    // whole stop, so the watchdog never aborts a graceful stop (TimeoutStopSec= bounds it).
+    if (state.watchdog_usec)
+        notify_watchdog_extend((uint64_t)(state.stop_seconds * 1e6));
     notify_status("draining in-flight jobs");
 }
 

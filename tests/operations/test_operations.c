@@ -307,6 +307,8 @@ static void test_daemon_surface(void **unused)
     operations_stopping();
     read_notifications(fd, seen, sizeof(seen));
     assert_non_null(strstr(seen, "STOPPING=1|"));
+    // The watchdog period now covers the stop: drain (60 s by default) plus 60 s.
+    assert_non_null(strstr(seen, "WATCHDOG=1\nWATCHDOG_USEC=120000000|"));
     assert_int_equal(http_get(port, "/readyz", NULL, NULL), 503);
 
     operations_stop();
