@@ -543,18 +543,23 @@ static int cpu_rotary(struct backend *be, struct tensor *x, const struct tensor 
 
 // Attention ----------------------------------------------------------------------------------
 //
-// One task per (block of up to ATTENTION_QUERIES consecutive queries of one sequence, head):
-// scores of each query against its visible keys, softmax with the max subtracted, weighted sum
-// of values, all in f32. Each key and value row is read once for the whole block. The
+// One task per block of up to ATTENTION_QUERIES (query, head) pairs of one sequence and one kv
+// head: scores of each query against its visible keys, softmax with the max subtracted, weighted
+// sum of values, all in f32. Each key and value row is read once for the whole block. The
 // contiguous and the paged op share the kernel; they differ only in how key/value rows are
 // found.
 
 #define ATTENTION_QUERIES 8
 
+// A block: up to ATTENTION_QUERIES (query, head) pairs of one sequence whose heads share one kv
+// head. Pairs are numbered query-major within (sequence, kv head): pair p is query p / group,
+// head kv_head * group + p % group (group = query heads per kv head). Grouping the heads of a
+// GQA group keeps the 8 rows busy in decode, where a sequence has a single query.
 struct attention_block {
     int32_t sequence;
-    int32_t first; // first query row
-    int32_t count; // queries in the block
+    int32_t kv_head;
+    int32_t first; // first pair
+    int32_t count; // pairs in the block
 };
 
 struct attention_job {
@@ -651,9 +656,8 @@ static void pv_chunk(float *const *acc, const float *const *p, const float *cons
 static void attention_task(void *arg, int64_t task, int worker)
 {
     struct attention_job *job = arg;
-    const struct attention_block *block = &job->blocks[task / job->num_heads];
-    int h = (int)(task % job->num_heads);
-    int kvh = h / (job->num_heads / job->num_kv_heads);
+    const struct attention_block *block = &job->blocks[task];
+    int kvh = block->kv_head, group = job->num_heads / job->num_kv_heads;
     int64_t s = block->sequence, D = job->head_dim;
     int64_t q_count = job->seq_starts[s + 1] - job->seq_starts[s];
     int64_t keys = job->context_lens ? job->context_lens[s] : q_count;
@@ -665,13 +669,16 @@ static void attention_task(void *arg, int64_t task, int worker)
     const float *q[ATTENTION_QUERIES], *rows[ATTENTION_KEYS];
     float *acc_rows[ATTENTION_QUERIES], *score_rows[ATTENTION_QUERIES];
     const float *p_rows[ATTENTION_QUERIES];
-    int64_t visible[ATTENTION_QUERIES];
+    int64_t visible[ATTENTION_QUERIES], out_offset[ATTENTION_QUERIES];
     int64_t most = 0;
     for (int i = 0; i < ATTENTION_QUERIES; i++) {
-        // Rows past the block's end repeat its last query (computed, never stored).
-        int64_t row = block->first + (i < block->count ? i : block->count - 1);
-        int64_t position = keys - q_count + (row - job->seq_starts[s]);
-        q[i] = f32_data(job->q) + row * width + (int64_t)h * D;
+        // Pairs past the block's end repeat its last pair (computed, never stored).
+        int64_t pair = block->first + (i < block->count ? i : block->count - 1);
+        int64_t query = pair / group, h = (int64_t)kvh * group + pair % group;
+        int64_t row = job->seq_starts[s] + query;
+        int64_t position = keys - q_count + query;
+        out_offset[i] = row * width + h * D;
+        q[i] = f32_data(job->q) + out_offset[i];
         visible[i] = job->causal ? position + 1 : keys;
         most = visible[i] > most ? visible[i] : most;
         acc_rows[i] = acc + i * D;
@@ -711,7 +718,7 @@ static void attention_task(void *arg, int64_t task, int worker)
     }
     for (int i = 0; i < block->count; i++) {
         float inv = visible[i] > 0 ? (float)(1.0 / sum[i]) : 0.0f;
-        float *out = f32_mut(job->out) + (block->first + i) * width + (int64_t)h * D;
+        float *out = f32_mut(job->out) + out_offset[i];
         for (int64_t d = 0; d < D; d++)
             out[d] = acc_rows[i][d] * inv;
     }
@@ -723,10 +730,12 @@ static int run_attention(struct backend *be, struct attention_job *job, int64_t 
     if (tokens == 0)
         return 0;
     struct cpu_context *c = cpu(be);
-    int64_t block_count = 0;
+    int64_t block_count = 0, group = job->num_heads / job->num_kv_heads;
     for (int64_t s = 0; s < job->num_seqs; s++)
-        block_count += (job->seq_starts[s + 1] - job->seq_starts[s] + ATTENTION_QUERIES - 1) /
-                       ATTENTION_QUERIES;
+        block_count +=
+            job->num_kv_heads *
+            (((job->seq_starts[s + 1] - job->seq_starts[s]) * group + ATTENTION_QUERIES - 1) /
+             ATTENTION_QUERIES);
     job->blocks = malloc(sizeof *job->blocks * (size_t)(block_count ? block_count : 1));
     job->max_keys = max_keys > 0 ? max_keys : 1;
     job->scratch_floats = ATTENTION_QUERIES * (job->max_keys + job->head_dim) +
@@ -739,18 +748,21 @@ static int run_attention(struct backend *be, struct attention_job *job, int64_t 
                                  (long long)max_keys);
     }
     int64_t b = 0;
-    for (int64_t s = 0; s < job->num_seqs; s++)
-        for (int32_t first = job->seq_starts[s]; first < job->seq_starts[s + 1];
-             first += ATTENTION_QUERIES) {
-            int32_t end = job->seq_starts[s + 1];
-            job->blocks[b].sequence = (int32_t)s;
-            job->blocks[b].first = first;
-            job->blocks[b].count =
-                end - first < ATTENTION_QUERIES ? end - first : ATTENTION_QUERIES;
-            b++;
-        }
+    for (int64_t s = 0; s < job->num_seqs; s++) {
+        int64_t pairs = (job->seq_starts[s + 1] - job->seq_starts[s]) * group;
+        for (int kvh = 0; kvh < job->num_kv_heads; kvh++)
+            for (int64_t first = 0; first < pairs; first += ATTENTION_QUERIES) {
+                job->blocks[b].sequence = (int32_t)s;
+                job->blocks[b].kv_head = kvh;
+                job->blocks[b].first = (int32_t)first;
+                job->blocks[b].count =
+                    (int32_t)(pairs - first < ATTENTION_QUERIES ? pairs - first
+                                                                : ATTENTION_QUERIES);
+                b++;
+            }
+    }
     job->block_count = block_count;
-    thread_pool_run(c->pool, block_count * job->num_heads, attention_task, job);
+    thread_pool_run(c->pool, block_count, attention_task, job);
     free(job->blocks);
     free(job->scratch);
     return 0;
