@@ -15,3 +15,13 @@ if(NOT TARGET clipcap_nemotron AND TARGET clipcap_engine_core)
     target_link_libraries(clipcap_nemotron PUBLIC clipcap_engine_core clipcap_preprocess
                           clipcap_qwen2_5_vl_layout m)
 endif()
+
+# The engine.h API for Nemotron (engine.c dispatches to it): the model plus the tokenizer
+# (engine/tokenizer.cmake) and the provenance reader (clipcap_engine_manifest, defined in
+# engine/qwen2_5_vl.cmake), linked by name.
+if(NOT TARGET clipcap_nemotron_engine AND TARGET clipcap_nemotron)
+    add_library(clipcap_nemotron_engine STATIC ${CMAKE_CURRENT_LIST_DIR}/nemotron_vl_engine.c)
+    target_include_directories(clipcap_nemotron_engine PUBLIC ${CMAKE_CURRENT_LIST_DIR})
+    target_link_libraries(clipcap_nemotron_engine PUBLIC clipcap_nemotron clipcap_tokenizer
+                          clipcap_engine_manifest)
+endif()

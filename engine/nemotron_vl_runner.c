@@ -7,10 +7,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define DEFAULT_KV_BUDGET     ((size_t)256 << 20)
 #define DEFAULT_STATE_SLOTS   4
 #define DEFAULT_PREFILL_CHUNK 2048
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 struct nemotron_runner {
     nemotron_vl *model;
@@ -302,6 +310,7 @@ int nemotron_runner_caption(nemotron_runner *r, const struct nemotron_tokenizer_
                  q->frames, q->max_output_tokens);
         return -1;
     }
+    double started = now_seconds();
     struct nemotron_pixel_config pc = {.image_size = v->image_size, .patch_size = v->patch_size};
     memcpy(pc.mean, c->norm_mean, sizeof pc.mean);
     memcpy(pc.std, c->norm_std, sizeof pc.std);
@@ -414,11 +423,15 @@ int nemotron_runner_caption(nemotron_runner *r, const struct nemotron_tokenizer_
     if (q->stage2_prefix && sequence_snapshot(r, &s1, &snap, err, err_size) != 0)
         goto done;
     if (prefill(r, &s1, prompt.v, prefix, prompt.count, embeds, image_positions, image_count, err,
-                err_size) != 0 ||
-        decode(r, &s1, &q->sampling, prompt.v, prompt.count, q->max_output_tokens, &result->stage1,
+                err_size) != 0)
+        goto done;
+    double decode_start = now_seconds();
+    result->stage1.prefill_seconds = decode_start - started;
+    if (decode(r, &s1, &q->sampling, prompt.v, prompt.count, q->max_output_tokens, &result->stage1,
                err, err_size) != 0 ||
         detokenize(tok, &result->stage1, err, err_size) != 0)
         goto done;
+    result->stage1.decode_seconds = now_seconds() - decode_start;
     sequence_free(r, &s1);
 
     if (q->stage2_prefix) {
@@ -432,12 +445,17 @@ int nemotron_runner_caption(nemotron_runner *r, const struct nemotron_tokenizer_
             append_text(tok, &prompt2, text2, err, err_size) != 0)
             goto done;
         result->stage2.prompt_tokens = prompt2.count;
+        double stage2_start = now_seconds();
         if (prefill(r, &snap, prompt2.v, prefix, prompt2.count, embeds, image_positions,
-                    image_count, err, err_size) != 0 ||
-            decode(r, &snap, &q->sampling, prompt2.v, prompt2.count, q->max_output_tokens,
+                    image_count, err, err_size) != 0)
+            goto done;
+        double stage2_decode = now_seconds();
+        result->stage2.prefill_seconds = stage2_decode - stage2_start;
+        if (decode(r, &snap, &q->sampling, prompt2.v, prompt2.count, q->max_output_tokens,
                    &result->stage2, err, err_size) != 0 ||
             detokenize(tok, &result->stage2, err, err_size) != 0)
             goto done;
+        result->stage2.decode_seconds = now_seconds() - stage2_decode;
     }
     rc = 0;
 done:

@@ -60,7 +60,8 @@ struct nemotron_caption_stage {
     int32_t *tokens; // malloc'ed output ids (stop token included when it ended the stage)
     int token_count;
     int prompt_tokens;
-    int stopped; // 1: a stop token; 0: max_output_tokens
+    int stopped;                            // 1: a stop token; 0: max_output_tokens
+    double prefill_seconds, decode_seconds; // wall time (stage 1's prefill includes vision)
 };
 
 struct nemotron_caption_result {
