@@ -12,6 +12,7 @@
 #define DEFAULT_KV_BUDGET     ((size_t)256 << 20)
 #define DEFAULT_STATE_SLOTS   4
 #define DEFAULT_PREFILL_CHUNK 2048
+#define DEFAULT_VISION_FRAMES 8
 
 static double now_seconds(void)
 {
@@ -25,7 +26,8 @@ struct nemotron_runner {
     struct kv_cache *kv;
     struct state_cache *states;
     int prefill_chunk;
-    float *logits; // [vocab]
+    int vision_frames; // frames per vision-tower call
+    float *logits;     // [vocab]
 };
 
 int nemotron_runner_create(nemotron_vl *model, const struct nemotron_runner_options *options,
@@ -41,6 +43,8 @@ int nemotron_runner_create(nemotron_vl *model, const struct nemotron_runner_opti
     r->model = model;
     r->prefill_chunk =
         options && options->prefill_chunk > 0 ? options->prefill_chunk : DEFAULT_PREFILL_CHUNK;
+    r->vision_frames =
+        options && options->vision_frames > 0 ? options->vision_frames : DEFAULT_VISION_FRAMES;
     struct kv_cache_config kc;
     nemotron_h_kv_cache_config(c, &kc);
     kc.budget_bytes =
@@ -337,9 +341,20 @@ int nemotron_runner_caption(nemotron_runner *r, const struct nemotron_tokenizer_
         goto done;
     embeds = tensor_new_2d(be, TENSOR_F32, (int64_t)q->frames * per_frame, v->llm_hidden,
                            "video_embeddings", err, err_size);
-    if (!embeds || radio_forward(nemotron_vl_vision(r->model), rows, q->frames, grid, grid, embeds,
-                                 NULL, err, err_size) != 0)
+    if (!embeds)
         goto done;
+    // The tower runs a few frames at a time: its activations grow with the frames of a call
+    // (vLLM likewise runs at most 128 frames per call).
+    for (int f = 0; f < q->frames; f += r->vision_frames) {
+        int n = q->frames - f < r->vision_frames ? q->frames - f : r->vision_frames;
+        struct tensor *slice = tensor_view(embeds, (int64_t)f * per_frame, (int64_t)n * per_frame,
+                                           0, NULL, err, err_size);
+        int failed = !slice || radio_forward(nemotron_vl_vision(r->model), rows + f * row_values, n,
+                                             grid, grid, slice, NULL, err, err_size) != 0;
+        tensor_free(slice);
+        if (failed)
+            goto done;
+    }
     int image_count = q->frames * per_frame;
     for (int f = 0; f < q->frames; f++)
         tokens_per_frame[f] = per_frame;

@@ -29,6 +29,7 @@ struct nemotron_runner_options {
     size_t kv_budget_bytes;    // paged KV pool (0: 256 MiB)
     size_t state_budget_bytes; // Mamba state slots (0: room for 4 slots)
     int prefill_chunk;         // tokens per prefill step (0: 2048)
+    int vision_frames;         // frames per vision-tower call (0: 8; bounds its activations)
 };
 
 typedef struct nemotron_runner nemotron_runner;

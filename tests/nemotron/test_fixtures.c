@@ -657,7 +657,7 @@ static void test_runner(void **state)
     struct nemotron_tokenizer_ops ops = {stub_encode, stub_decode, &t};
 
     nemotron_runner *runner = NULL;
-    struct nemotron_runner_options options = {.prefill_chunk = 16};
+    struct nemotron_runner_options options = {.prefill_chunk = 16, .vision_frames = 2};
     assert_int_equal(nemotron_runner_create(x->model, &options, &runner, err, sizeof err), 0);
     const struct safetensors_entry *frames_entry = safetensors_find(x->inputs, "frames");
     assert_non_null(frames_entry);
