@@ -116,6 +116,12 @@ static int check_no_alias(struct backend *be, const char *op, const struct tenso
     return 0;
 }
 
+// A backend whose table lacks an op (a newer op than the backend) fails cleanly.
+static int not_implemented(struct backend *be, const char *op)
+{
+    return backend_set_error(be, "%s: not implemented on the %s backend", op, be->ops->name);
+}
+
 #define TRY(x)                                                                                     \
     do {                                                                                           \
         if ((x) != 0)                                                                              \
@@ -161,6 +167,8 @@ int op_matmul(struct backend *be, struct tensor *out, const struct tensor *x,
         TRY(check_vector(be, op, "bias", bias, n));
     }
     TRY(check_no_alias(be, op, out, x, "x"));
+    if (!be->ops->matmul)
+        return not_implemented(be, "matmul");
     return be->ops->matmul(be, out, x, w, bias);
 }
 
@@ -186,6 +194,8 @@ int op_rms_norm(struct backend *be, struct tensor *out, const struct tensor *x,
         if (residual->data && residual->data == out->data && tensor_elements(out) > 0)
             return backend_set_error(be, "%s: out must not alias residual", op);
     }
+    if (!be->ops->rms_norm)
+        return not_implemented(be, "rms_norm");
     return be->ops->rms_norm(be, out, x, residual, weight, eps);
 }
 
@@ -211,6 +221,8 @@ int op_rms_norm_gated(struct backend *be, struct tensor *out, const struct tenso
     if (group_size <= 0 || cols % group_size != 0)
         return backend_set_error(be, "%s: group size %lld does not divide %lld columns", op,
                                  (long long)group_size, (long long)cols);
+    if (!be->ops->rms_norm_gated)
+        return not_implemented(be, "rms_norm_gated");
     return be->ops->rms_norm_gated(be, out, x, gate, weight, group_size, eps);
 }
 
@@ -234,6 +246,8 @@ int op_layer_norm(struct backend *be, struct tensor *out, const struct tensor *x
         TRY(check_vector(be, op, "bias", bias, cols));
     }
     TRY(check_rows_cols(be, op, "out", out, tensor_rows(x), cols));
+    if (!be->ops->layer_norm)
+        return not_implemented(be, "layer_norm");
     return be->ops->layer_norm(be, out, x, weight, bias, eps);
 }
 
@@ -258,6 +272,8 @@ int op_rotary(struct backend *be, struct tensor *x, const struct tensor *cos,
                                  (long long)rotary_dim, DESCRIBE(cos), head_dim);
     TRY(check_rows_cols(be, op, "cos", cos, tensor_rows(x), rotary_dim));
     TRY(check_rows_cols(be, op, "sin", sin, tensor_rows(x), rotary_dim));
+    if (!be->ops->rotary)
+        return not_implemented(be, "rotary");
     return be->ops->rotary(be, x, cos, sin, num_heads, head_dim);
 }
 
@@ -304,6 +320,8 @@ int op_attention(struct backend *be, struct tensor *out, const struct tensor *q,
     TRY(check_no_alias(be, op, out, q, "q"));
     TRY(check_no_alias(be, op, out, k, "k"));
     TRY(check_no_alias(be, op, out, v, "v"));
+    if (!be->ops->attention)
+        return not_implemented(be, "attention");
     return be->ops->attention(be, out, q, k, v, cu_seqlens, num_heads, num_kv_heads, head_dim, mask,
                               scale);
 }
@@ -343,6 +361,8 @@ int op_kv_cache_write(struct backend *be, struct tensor *k_cache, struct tensor 
     TRY(check_rows_cols(be, op, "k", k, tokens, width));
     TRY(check_rows_cols(be, op, "v", v, tokens, width));
     TRY(check_vector(be, op, "slot_mapping", slot_mapping, tokens));
+    if (!be->ops->kv_cache_write)
+        return not_implemented(be, "kv_cache_write");
     return be->ops->kv_cache_write(be, k_cache, v_cache, k, v, slot_mapping);
 }
 
@@ -381,6 +401,8 @@ int op_attention_paged(struct backend *be, struct tensor *out, const struct tens
         return backend_set_error(be, "%s: block_tables (%s) needs %lld rows", op,
                                  DESCRIBE(block_tables), (long long)seqs);
     TRY(check_no_alias(be, op, out, q, "q"));
+    if (!be->ops->attention_paged)
+        return not_implemented(be, "attention_paged");
     return be->ops->attention_paged(be, out, q, k_cache, v_cache, query_start, context_lens,
                                     block_tables, num_heads, num_kv_heads, head_dim, scale);
 }
@@ -435,6 +457,8 @@ int op_conv1d_causal(struct backend *be, struct tensor *out, const struct tensor
     }
     TRY(check_rows_cols(be, op, "out", out, tensor_rows(x), channels));
     TRY(check_no_alias(be, op, out, x, "x"));
+    if (!be->ops->conv1d_causal)
+        return not_implemented(be, "conv1d_causal");
     return be->ops->conv1d_causal(be, out, x, weight, bias, conv_state, query_start, state_slots);
 }
 
@@ -482,6 +506,8 @@ int op_ssm_scan(struct backend *be, struct tensor *y, const struct tensor *x,
         return backend_set_error(be, "%s: ssm_state (%s) should be [slots, %d, %d, %d]", op,
                                  DESCRIBE(ssm_state), num_heads, head_dim, state_size);
     TRY(check_no_alias(be, op, y, x, "x"));
+    if (!be->ops->ssm_scan)
+        return not_implemented(be, "ssm_scan");
     return be->ops->ssm_scan(be, y, x, dt, A_log, B, C, D, ssm_state, query_start, state_slots,
                              num_heads, head_dim, num_groups, state_size);
 }
@@ -501,6 +527,8 @@ int op_activation(struct backend *be, struct tensor *out, const struct tensor *x
                                  DESCRIBE(x));
     if ((unsigned)act > ACTIVATION_SOFTPLUS)
         return backend_set_error(be, "%s: unknown activation %d", op, (int)act);
+    if (!be->ops->activation)
+        return not_implemented(be, "activation");
     return be->ops->activation(be, out, x, act);
 }
 
@@ -518,6 +546,8 @@ int op_swiglu(struct backend *be, struct tensor *out, const struct tensor *gate,
     TRY(check_dtype(be, op, "out", out, ACT(be)));
     TRY(check_rows_cols(be, op, "up", up, tensor_rows(gate), tensor_cols(gate)));
     TRY(check_rows_cols(be, op, "out", out, tensor_rows(gate), tensor_cols(gate)));
+    if (!be->ops->swiglu)
+        return not_implemented(be, "swiglu");
     return be->ops->swiglu(be, out, gate, up);
 }
 
@@ -543,6 +573,8 @@ int op_add(struct backend *be, struct tensor *out, const struct tensor *a, const
     if (be->failed)
         return -1;
     TRY(check_binary(be, "add", out, a, b));
+    if (!be->ops->add)
+        return not_implemented(be, "add");
     return be->ops->add(be, out, a, b);
 }
 
@@ -551,6 +583,8 @@ int op_mul(struct backend *be, struct tensor *out, const struct tensor *a, const
     if (be->failed)
         return -1;
     TRY(check_binary(be, "mul", out, a, b));
+    if (!be->ops->mul)
+        return not_implemented(be, "mul");
     return be->ops->mul(be, out, a, b);
 }
 
@@ -566,6 +600,8 @@ int op_scale(struct backend *be, struct tensor *out, const struct tensor *x, flo
     if (tensor_elements(out) != tensor_elements(x))
         return backend_set_error(be, "%s: out (%s) and x (%s) differ in size", op, DESCRIBE(out),
                                  DESCRIBE(x));
+    if (!be->ops->scale)
+        return not_implemented(be, "scale");
     return be->ops->scale(be, out, x, factor);
 }
 
@@ -583,6 +619,8 @@ int op_gather_rows(struct backend *be, struct tensor *out, const struct tensor *
     TRY(check_dtype(be, op, "index", index, DT(TENSOR_I32)));
     TRY(check_rows_cols(be, op, "out", out, tensor_elements(index), tensor_cols(table)));
     TRY(check_no_alias(be, op, out, table, "table"));
+    if (!be->ops->gather_rows)
+        return not_implemented(be, "gather_rows");
     return be->ops->gather_rows(be, out, table, index);
 }
 
@@ -600,6 +638,8 @@ int op_scatter_rows(struct backend *be, struct tensor *out, const struct tensor 
     TRY(check_dtype(be, op, "index", index, DT(TENSOR_I32)));
     TRY(check_rows_cols(be, op, "src", src, tensor_elements(index), tensor_cols(out)));
     TRY(check_no_alias(be, op, out, src, "src"));
+    if (!be->ops->scatter_rows)
+        return not_implemented(be, "scatter_rows");
     return be->ops->scatter_rows(be, out, src, index);
 }
 
@@ -617,6 +657,8 @@ int op_copy(struct backend *be, struct tensor *out, const struct tensor *x)
                                  DESCRIBE(x));
     if (out->data != x->data)
         TRY(check_no_alias(be, op, out, x, "x"));
+    if (!be->ops->copy)
+        return not_implemented(be, "copy");
     return be->ops->copy(be, out, x);
 }
 
@@ -636,6 +678,8 @@ int op_slice_columns(struct backend *be, struct tensor *out, const struct tensor
                                  (long long)column_offset, (long long)tensor_cols(out),
                                  DESCRIBE(x));
     TRY(check_no_alias(be, op, out, x, "x"));
+    if (!be->ops->slice_columns)
+        return not_implemented(be, "slice_columns");
     return be->ops->slice_columns(be, out, x, column_offset);
 }
 
@@ -651,6 +695,8 @@ int op_argmax(struct backend *be, struct tensor *out, const struct tensor *x)
     TRY(check_vector(be, op, "out", out, tensor_rows(x)));
     if (tensor_cols(x) < 1 && tensor_rows(x) > 0)
         return backend_set_error(be, "%s: x (%s) has no columns", op, DESCRIBE(x));
+    if (!be->ops->argmax)
+        return not_implemented(be, "argmax");
     return be->ops->argmax(be, out, x);
 }
 
@@ -665,5 +711,7 @@ int op_softmax(struct backend *be, struct tensor *out, const struct tensor *x,
     TRY(check_dtype(be, op, "x", x, ACT(be)));
     TRY(check_dtype(be, op, "out", out, ACT(be)));
     TRY(check_rows_cols(be, op, "out", out, tensor_rows(x), tensor_cols(x)));
+    if (!be->ops->softmax)
+        return not_implemented(be, "softmax");
     return be->ops->softmax(be, out, x, inv_temperature);
 }

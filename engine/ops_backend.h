@@ -7,7 +7,8 @@
 // backend that cannot read index data without a host round trip checks it in its kernels
 // (clamping, and raising a device-side flag it turns into backend_set_error at the next
 // synchronize) rather than syncing every op; the host-side producers (kv_cache_plan_step, the
-// tokenizer) already keep those values in range. Every entry is required.
+// tokenizer) already keep those values in range. Every entry should be filled; an op whose
+// entry is NULL fails with "not implemented on the <name> backend" instead of crashing.
 #ifndef CLIPCAP_ENGINE_OPS_BACKEND_H
 #define CLIPCAP_ENGINE_OPS_BACKEND_H
 

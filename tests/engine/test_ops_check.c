@@ -77,11 +77,28 @@ static void test_broken_candidate_is_caught(void **state)
     backend_free(candidate);
 }
 
+// A backend table without an op (older than the op set) reports it instead of crashing.
+static void test_missing_op_reported(void **state)
+{
+    (void)state;
+    struct backend *be = backend_cpu_create(1, err, sizeof err);
+    static struct backend_ops partial;
+    partial = *be->ops;
+    partial.softmax = NULL;
+    be->ops = &partial;
+    struct tensor *x = tensor_new_2d(be, TENSOR_F32, 2, 3, "x", err, sizeof err);
+    assert_int_equal(op_softmax(be, x, x, 1.0f), -1);
+    assert_non_null(strstr(backend_error(be), "softmax: not implemented on the cpu backend"));
+    tensor_free(x);
+    backend_free(be);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cpu_against_cpu),
         cmocka_unit_test(test_broken_candidate_is_caught),
+        cmocka_unit_test(test_missing_op_reported),
     };
     return cmocka_run_group_tests_name("engine_core_ops_check", tests, NULL, NULL);
 }
