@@ -498,6 +498,34 @@ void operations_job_written(const struct job *job, double write_seconds)
         metrics_histogram_observe(state.job_seconds, NULL, monotonic_seconds() - job->admitted_at);
 }
 
+void operations_loggable_uri(const char *uri, char *out, size_t out_size)
+{
+    if (!out_size)
+        return;
+    out[0] = '\0';
+    if (!uri)
+        return;
+    size_t length = strcspn(uri, "?#");
+    const char *scheme_end = strstr(uri, "://");
+    const char *authority =
+        scheme_end && (size_t)(scheme_end - uri) < length ? scheme_end + 3 : NULL;
+    size_t authority_length = authority ? strcspn(authority, "/?#") : 0;
+    const char *at = authority ? memchr(authority, '@', authority_length) : NULL;
+    if (at)
+        snprintf(out, out_size, "%.*s%.*s", (int)(authority - uri), uri,
+                 (int)(length - (size_t)(at + 1 - uri)), at + 1);
+    else
+        snprintf(out, out_size, "%.*s", (int)length, uri);
+}
+
+void operations_job_log_fields(const struct job *job, struct job_log_fields *out)
+{
+    snprintf(out->partition, sizeof(out->partition), "%d", (int)job->partition);
+    snprintf(out->offset, sizeof(out->offset), "%lld", (long long)job->offset);
+    operations_loggable_uri(job->message_valid ? job->message.clip_uri : "", out->clip,
+                            sizeof(out->clip));
+}
+
 metrics_registry *operations_registry(void)
 {
     return atomic_load(&started) ? state.registry : NULL;

@@ -50,6 +50,17 @@ void operations_engine_result(const struct engine_result *result);
 // Writer thread: a job's outcome is committed (write_seconds: the Postgres write).
 void operations_job_written(const struct job *job, double write_seconds);
 
+// A job's coordinates as log fields: Kafka partition and offset, and the clip URI without
+// user info, query or fragment (a presigned URL's signature is a credential).
+struct job_log_fields {
+    char partition[16];
+    char offset[24];
+    char clip[512];
+};
+void operations_job_log_fields(const struct job *job, struct job_log_fields *out);
+// uri without "user:password@", "?query" and "#fragment", truncated to out_size.
+void operations_loggable_uri(const char *uri, char *out, size_t out_size);
+
 // The registry (NULL before start) and the port /metrics listens on (0: none), for tests.
 metrics_registry *operations_registry(void);
 int operations_http_port(void);

@@ -628,12 +628,16 @@ static void write_job_outcome(pipeline *p, struct job *job)
         return;
     }
     operations_job_written(job, monotonic_seconds() - write_started_at);
+    struct job_log_fields where;
+    operations_job_log_fields(job, &where);
     if (job->status == JOB_STATUS_COMPLETED) {
         char windows[16];
         snprintf(windows, sizeof(windows), "%d", job->window_count);
-        log_event(LOG_LEVEL_INFO, "job_completed", "job_id", job->job_id, "windows", windows, NULL);
+        log_event(LOG_LEVEL_INFO, "job_completed", "job_id", job->job_id, "clip", where.clip,
+                  "partition", where.partition, "offset", where.offset, "windows", windows, NULL);
     } else {
-        log_event(LOG_LEVEL_WARNING, "job_failed", "job_id", job->job_id, "cause", job->error_cause,
+        log_event(LOG_LEVEL_WARNING, "job_failed", "job_id", job->job_id, "clip", where.clip,
+                  "partition", where.partition, "offset", where.offset, "cause", job->error_cause,
                   "msg", job->error_message, NULL);
     }
     if (work_queue_push(p->done_queue, job) != 0)

@@ -318,6 +318,36 @@ static void test_daemon_surface(void **unused)
     unlink(path);
 }
 
+static void test_loggable_uri(void **unused)
+{
+    (void)unused;
+    char out[128];
+    operations_loggable_uri("https://bucket.s3.amazonaws.com/clips/a.mp4?X-Amz-Signature=abc#t",
+                            out, sizeof(out));
+    assert_string_equal(out, "https://bucket.s3.amazonaws.com/clips/a.mp4");
+    operations_loggable_uri("http://user:secret@host:8080/a.mp4", out, sizeof(out));
+    assert_string_equal(out, "http://host:8080/a.mp4");
+    operations_loggable_uri("s3://bucket/key with spaces.mp4", out, sizeof(out));
+    assert_string_equal(out, "s3://bucket/key with spaces.mp4");
+    operations_loggable_uri("file:///clips/a@b.mp4", out, sizeof(out));
+    assert_string_equal(out, "file:///clips/a@b.mp4"); // '@' in the path is not user info
+    operations_loggable_uri("no-scheme?q=1", out, sizeof(out));
+    assert_string_equal(out, "no-scheme");
+    operations_loggable_uri("https://host/very/long/path", out, 12);
+    assert_string_equal(out, "https://hos");
+
+    struct job job = {0};
+    job.partition = 3;
+    job.offset = 1234567890123LL;
+    job.message_valid = 1;
+    job.message.clip_uri = "https://h/c.mp4?sig=1";
+    struct job_log_fields fields;
+    operations_job_log_fields(&job, &fields);
+    assert_string_equal(fields.partition, "3");
+    assert_string_equal(fields.offset, "1234567890123");
+    assert_string_equal(fields.clip, "https://h/c.mp4");
+}
+
 static void test_bad_address(void **unused)
 {
     (void)unused;
@@ -335,6 +365,7 @@ int main(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_daemon_surface),
+        cmocka_unit_test(test_loggable_uri),
         cmocka_unit_test(test_bad_address),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
