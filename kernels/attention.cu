@@ -50,7 +50,9 @@ static struct attention_plan make_plan(const struct cuda_attention_args *a)
     p.max_tiles = (a->tokens * group + ATTENTION_ROWS - 1) / ATTENTION_ROWS + a->num_seqs;
     int64_t max_keys = a->paged ? a->max_blocks * a->block_size : a->tokens;
     int64_t blocks = p.max_tiles * a->num_kv_heads;
-    int64_t target = 2 * (int64_t)(a->multiprocessors > 0 ? a->multiprocessors : 132);
+    // Splitting pays while the blocks would not fill several waves of the SMs (decode: one
+    // block per sequence and kv head walks the whole context).
+    int64_t target = 8 * (int64_t)(a->multiprocessors > 0 ? a->multiprocessors : 132);
     p.splits = 1;
     if (blocks < target && max_keys > ATTENTION_SPLIT_MIN) {
         int64_t by_parallelism = (target + blocks - 1) / blocks;
@@ -147,17 +149,21 @@ static __global__ void __launch_bounds__(ATTENTION_WARPS *WARP_SIZE)
     __syncthreads();
 
     for (int64_t key0 = key_begin; key0 < key_end; key0 += ATTENTION_KEYS) {
-        for (int64_t i = threadIdx.x; i < (int64_t)ATTENTION_KEYS * D; i += blockDim.x) {
-            int j = (int)(i / D), d = (int)(i % D);
-            int64_t pos = key0 + j;
-            float kv = 0.0f, vv = 0.0f;
-            if (pos < key_end) {
-                int64_t at = kv_row(p, seq, q_begin, pos) * kv_width + (int64_t)kv_head * D + d;
-                kv = kv_load(k, at);
-                vv = kv_load(v, at);
+        // Lane j finds the row of key key0 + j (one block-table read per lane, all in flight
+        // together); then one key row per warp at a time, lanes along d, every load independent.
+        int64_t lane_row = key0 + lane < key_end ? kv_row(p, seq, q_begin, key0 + lane) : -1;
+        for (int j = warp; j < ATTENTION_KEYS; j += ATTENTION_WARPS) {
+            int64_t row = __shfl_sync(0xffffffffu, lane_row, j);
+            const KV *k_row = NULL, *v_row = NULL;
+            if (row >= 0) {
+                int64_t at = row * kv_width + (int64_t)kv_head * D;
+                k_row = k + at;
+                v_row = v + at;
             }
-            k_tile[j * (D + 1) + d] = kv;
-            v_tile[j * D + d] = vv;
+            for (int d = lane; d < D; d += WARP_SIZE) {
+                k_tile[j * (D + 1) + d] = k_row ? kv_load(k_row, d) : 0.0f;
+                v_tile[j * D + d] = v_row ? kv_load(v_row, d) : 0.0f;
+            }
         }
         __syncthreads();
 #pragma unroll

@@ -109,17 +109,29 @@ static __global__ void __launch_bounds__(MMA_WARPS *WARP_SIZE)
 
     for (int64_t key0 = 0; key0 < block_visible; key0 += MMA_KEYS) {
         __syncthreads(); // the previous tile is consumed
-        for (int i = threadIdx.x; i < MMA_KEYS * D; i += blockDim.x) {
-            int j = i / D, d = i % D;
-            int64_t pos = key0 + j;
-            float kv = 0.0f, vv = 0.0f;
-            if (pos < block_visible) {
-                int64_t at = kv_row(p, seq, q_begin, pos) * kv_width + (int64_t)kv_head * D + d;
-                kv = kv_load(k, at);
-                vv = kv_load(v, at);
+        // Lanes find the rows of keys key0 + lane and key0 + 32 + lane (block-table reads all in
+        // flight together); then one key row per warp at a time, lanes along d.
+        int64_t lane_rows[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int64_t pos = key0 + h * WARP_SIZE + lane;
+            lane_rows[h] = pos < block_visible ? kv_row(p, seq, q_begin, pos) : -1;
+        }
+#pragma unroll 4
+        for (int j = warp; j < MMA_KEYS; j += MMA_WARPS) {
+            int64_t row = __shfl_sync(0xffffffffu, j < WARP_SIZE ? lane_rows[0] : lane_rows[1],
+                                      j % WARP_SIZE);
+            const KV *k_row = NULL, *v_row = NULL;
+            if (row >= 0) {
+                int64_t at = row * kv_width + (int64_t)kv_head * D;
+                k_row = k + at;
+                v_row = v + at;
             }
-            k_tile[j * STRIDE + d] = __float2bfloat16_rn(kv);
-            v_tile[d * V_STRIDE + j] = __float2bfloat16_rn(vv);
+#pragma unroll
+            for (int d = lane; d < D; d += WARP_SIZE) {
+                k_tile[j * STRIDE + d] = __float2bfloat16_rn(k_row ? kv_load(k_row, d) : 0.0f);
+                v_tile[d * V_STRIDE + j] = __float2bfloat16_rn(v_row ? kv_load(v_row, d) : 0.0f);
+            }
         }
         __syncthreads();
 
