@@ -5,6 +5,7 @@
 #include "ops_backend.h"
 #include "thread_pool.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1333,6 +1334,181 @@ static int cpu_softmax(struct backend *be, struct tensor *out, const struct tens
     return run_rows(be, tensor_rows(x), tensor_cols(x), 0, softmax_row, &job);
 }
 
+// Sampling on the backend: a transcription of engine/sampler.c's sampler_next (see ops.h); the
+// test holds the two to the same tokens.
+
+#define SAMPLE_GREEDY_EPSILON 1e-5f
+
+struct sample_candidate {
+    double prob;
+    int32_t id;
+};
+
+static int by_probability_descending(const void *a, const void *b)
+{
+    const struct sample_candidate *x = a, *y = b;
+    if (x->prob != y->prob)
+        return x->prob < y->prob ? 1 : -1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int64_t sample_argmax(const float *logits, int64_t vocab)
+{
+    int64_t best = 0;
+    for (int64_t i = 1; i < vocab; i++)
+        if (logits[i] > logits[best])
+            best = i;
+    return best;
+}
+
+// Marks the top-p set of probs in keep (the candidates above a floor first, the whole
+// vocabulary when they do not reach top_p, as sampler.c). Returns -1 when out of memory.
+static int sample_top_p(const double *probs, double max_prob, int64_t vocab, float top_p,
+                        uint8_t *keep)
+{
+    memset(keep, 0, (size_t)vocab);
+    if (top_p >= 1.0f) {
+        memset(keep, 1, (size_t)vocab);
+        return 0;
+    }
+    double floors[2] = {max_prob * 1e-4, -1.0};
+    for (int pass = 0; pass < 2; pass++) {
+        int64_t n = 0;
+        for (int64_t i = 0; i < vocab; i++)
+            if (probs[i] >= floors[pass])
+                n++;
+        struct sample_candidate *candidates = malloc((size_t)(n ? n : 1) * sizeof *candidates);
+        if (!candidates)
+            return -1;
+        n = 0;
+        for (int64_t i = 0; i < vocab; i++)
+            if (probs[i] >= floors[pass])
+                candidates[n++] = (struct sample_candidate){probs[i], (int32_t)i};
+        qsort(candidates, (size_t)n, sizeof *candidates, by_probability_descending);
+        double before = 0.0;
+        for (int64_t k = 0; k < n; k++) {
+            if (k > 0 && before >= (double)top_p)
+                break;
+            keep[candidates[k].id] = 1;
+            before += candidates[k].prob;
+        }
+        free(candidates);
+        if (before >= (double)top_p || pass == 1)
+            return 0;
+        memset(keep, 0, (size_t)vocab);
+    }
+    return 0;
+}
+
+struct sample_job {
+    int32_t *out;
+    float *logits;
+    const uint8_t *seen;
+    const float *params;
+    const int64_t *random;
+    int64_t vocab;
+    int failed; // out of memory in some row
+};
+
+static void sample_row(void *arg, int64_t r, float *scratch)
+{
+    (void)scratch;
+    struct sample_job *job = arg;
+    int64_t vocab = job->vocab;
+    if (vocab <= 0) // ops.c refuses this; it also tells the compiler the sizes are small
+        return;
+    float *logits = job->logits + r * vocab;
+    const uint8_t *seen = job->seen + r * vocab;
+    float temperature = job->params[r * 3], top_p = job->params[r * 3 + 1];
+    float penalty = job->params[r * 3 + 2];
+    if (penalty != 1.0f && penalty != 0.0f)
+        for (int64_t i = 0; i < vocab; i++)
+            if (seen[i])
+                logits[i] = logits[i] > 0.0f ? logits[i] / penalty : logits[i] * penalty;
+    if (temperature < SAMPLE_GREEDY_EPSILON) {
+        job->out[r] = (int32_t)sample_argmax(logits, vocab);
+        return;
+    }
+    for (int64_t i = 0; i < vocab; i++)
+        logits[i] /= temperature;
+    double *probs = malloc((size_t)vocab * sizeof *probs);
+    uint8_t *keep = malloc((size_t)vocab);
+    if (!probs || !keep) {
+        free(probs);
+        free(keep);
+        job->failed = 1;
+        job->out[r] = (int32_t)sample_argmax(logits, vocab);
+        return;
+    }
+    float max_logit = -FLT_MAX;
+    for (int64_t i = 0; i < vocab; i++)
+        if (logits[i] > max_logit)
+            max_logit = logits[i];
+    double sum = 0.0, max_prob = 0.0;
+    for (int64_t i = 0; i < vocab; i++) {
+        probs[i] = exp((double)logits[i] - (double)max_logit);
+        sum += probs[i];
+    }
+    for (int64_t i = 0; i < vocab; i++) {
+        probs[i] /= sum;
+        if (probs[i] > max_prob)
+            max_prob = probs[i];
+    }
+    if (sample_top_p(probs, max_prob, vocab, top_p, keep) != 0) {
+        job->failed = 1;
+        memset(keep, 0, (size_t)vocab);
+        keep[sample_argmax(logits, vocab)] = 1;
+    }
+    double mass = 0.0;
+    for (int64_t i = 0; i < vocab; i++)
+        if (keep[i])
+            mass += probs[i];
+    double u = (double)((uint64_t)job->random[r] >> 11) * 0x1.0p-53;
+    double target = u * mass, running = 0.0;
+    int64_t chosen = -1;
+    for (int64_t i = 0; i < vocab; i++) {
+        if (!keep[i])
+            continue;
+        chosen = i; // the last kept token absorbs rounding at the top end
+        running += probs[i];
+        if (running > target)
+            break;
+    }
+    job->out[r] = (int32_t)(chosen >= 0 ? chosen : sample_argmax(logits, vocab));
+    free(probs);
+    free(keep);
+}
+
+static int cpu_sample(struct backend *be, struct tensor *out, struct tensor *logits,
+                      const struct tensor *seen, const struct tensor *params,
+                      const struct tensor *random)
+{
+    struct sample_job job = {.out = out->data,
+                             .logits = logits->data,
+                             .seen = seen->data,
+                             .params = params->data,
+                             .random = random->data,
+                             .vocab = tensor_cols(logits)};
+    // One row per task: each row is a whole vocabulary's worth of work.
+    if (run_rows(be, tensor_rows(logits), 16384, 0, sample_row, &job) != 0)
+        return -1;
+    if (job.failed)
+        return backend_set_error(be, "sample: out of memory for a row's probabilities");
+    return 0;
+}
+
+static int cpu_mark_seen(struct backend *be, struct tensor *seen, const struct tensor *ids)
+{
+    (void)be;
+    int64_t rows = tensor_rows(seen), vocab = tensor_cols(seen);
+    const int32_t *id = ids->data;
+    uint8_t *mask = seen->data;
+    for (int64_t r = 0; r < rows; r++)
+        if (id[r] >= 0 && id[r] < vocab)
+            mask[r * vocab + id[r]] = 1;
+    return 0;
+}
+
 // The table ------------------------------------------------------------------------------------
 
 static const struct backend_ops cpu_ops = {
@@ -1365,6 +1541,8 @@ static const struct backend_ops cpu_ops = {
     .slice_columns = cpu_slice_columns,
     .argmax = cpu_argmax,
     .softmax = cpu_softmax,
+    .sample = cpu_sample,
+    .mark_seen = cpu_mark_seen,
 };
 
 struct backend *backend_cpu_create(int threads, char *err, size_t err_size)

@@ -715,3 +715,46 @@ int op_softmax(struct backend *be, struct tensor *out, const struct tensor *x,
         return not_implemented(be, "softmax");
     return be->ops->softmax(be, out, x, inv_temperature);
 }
+
+int op_sample(struct backend *be, struct tensor *out, struct tensor *logits,
+              const struct tensor *seen, const struct tensor *params, const struct tensor *random)
+{
+    const char *op = "sample";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "out", out));
+    TRY(check_tensor(be, op, "logits", logits));
+    TRY(check_tensor(be, op, "seen", seen));
+    TRY(check_tensor(be, op, "params", params));
+    TRY(check_tensor(be, op, "random", random));
+    TRY(check_dtype(be, op, "logits", logits, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "seen", seen, DT(TENSOR_U8)));
+    TRY(check_dtype(be, op, "params", params, DT(TENSOR_F32)));
+    TRY(check_dtype(be, op, "random", random, DT(TENSOR_I64)));
+    TRY(check_dtype(be, op, "out", out, DT(TENSOR_I32)));
+    int64_t rows = tensor_rows(logits), vocab = tensor_cols(logits);
+    if (vocab < 1 && rows > 0)
+        return backend_set_error(be, "%s: logits (%s) have no columns", op, DESCRIBE(logits));
+    TRY(check_rows_cols(be, op, "seen", seen, rows, vocab));
+    TRY(check_rows_cols(be, op, "params", params, rows, 3));
+    TRY(check_vector(be, op, "random", random, rows));
+    TRY(check_vector(be, op, "out", out, rows));
+    if (!be->ops->sample)
+        return not_implemented(be, op);
+    return be->ops->sample(be, out, logits, seen, params, random);
+}
+
+int op_mark_seen(struct backend *be, struct tensor *seen, const struct tensor *ids)
+{
+    const char *op = "mark_seen";
+    if (be->failed)
+        return -1;
+    TRY(check_tensor(be, op, "seen", seen));
+    TRY(check_tensor(be, op, "ids", ids));
+    TRY(check_dtype(be, op, "seen", seen, DT(TENSOR_U8)));
+    TRY(check_dtype(be, op, "ids", ids, DT(TENSOR_I32)));
+    TRY(check_vector(be, op, "ids", ids, tensor_rows(seen)));
+    if (!be->ops->mark_seen)
+        return not_implemented(be, op);
+    return be->ops->mark_seen(be, seen, ids);
+}

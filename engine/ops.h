@@ -219,6 +219,25 @@ int op_argmax(struct backend *be, struct tensor *out, const struct tensor *x);
 int op_softmax(struct backend *be, struct tensor *out, const struct tensor *x,
                float inv_temperature);
 
+// Sampling on the backend (so a device backend keeps logits on the device) ------------------------
+// op_sample picks one token per row exactly as engine/sampler.c's sampler_next does. Per row r,
+// in order: the repetition penalty params[r][2] on the tokens marked in seen[r] (positive logits
+// divided by it, negative ones multiplied; 1 or 0 = off); then, if the temperature params[r][0]
+// is below 1e-5 (greedy): the argmax (lowest id on ties); else logits /= temperature, softmax
+// in double precision, the top-p set (params[r][1]) of the most likely tokens (ties broken by
+// lower id; the most likely token always kept), and the first kept token, in id order, at
+// which the running kept probability exceeds u * (kept mass), u = (random[r] >> 11) * 2^-53:
+// the host advances each request's generator and passes its raw 64 bits (sampler_uniform's
+// value, without rounding). logits: f32 [B, V], modified in place (penalty, temperature);
+// seen: u8 [B, V]; params: f32 [B, 3] = {temperature, top_p, repetition_penalty}; random: i64
+// [B] (unused for greedy rows); out: i32 [B].
+int op_sample(struct backend *be, struct tensor *out, struct tensor *logits,
+              const struct tensor *seen, const struct tensor *params, const struct tensor *random);
+// seen[r][ids[r]] = 1 for each row whose id is in [0, V) (others are ignored): the repetition
+// penalty's memory, updated with each step's tokens (and the prompt's). seen: u8 [B, V];
+// ids: i32 [B].
+int op_mark_seen(struct backend *be, struct tensor *seen, const struct tensor *ids);
+
 #ifdef __cplusplus
 }
 #endif

@@ -84,6 +84,10 @@ struct backend_ops {
     int (*argmax)(struct backend *be, struct tensor *out, const struct tensor *x);
     int (*softmax)(struct backend *be, struct tensor *out, const struct tensor *x,
                    float inv_temperature);
+    int (*sample)(struct backend *be, struct tensor *out, struct tensor *logits,
+                  const struct tensor *seen, const struct tensor *params,
+                  const struct tensor *random);
+    int (*mark_seen)(struct backend *be, struct tensor *seen, const struct tensor *ids);
 };
 
 struct backend {

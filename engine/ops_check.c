@@ -149,6 +149,17 @@ static int compare(struct check *k, const char *op, const char *case_name, struc
     return 0;
 }
 
+// Token ids and masks must agree exactly whatever the tolerance.
+static int compare_exact(struct check *k, const char *op, const char *case_name,
+                         struct pair **outputs, int count)
+{
+    double tolerance = k->tolerance;
+    k->tolerance = 0;
+    int rc = compare(k, op, case_name, outputs, count);
+    k->tolerance = tolerance;
+    return rc;
+}
+
 // Runs a call on the reference (b = 0) then the candidate (b = 1); non-zero if either failed.
 #define BOTH(call_with_b)                                                                          \
     (rc0 = (b = 0, (call_with_b)), rc1 = (b = 1, (call_with_b)), ran(k, op, rc0, rc1))
@@ -421,7 +432,7 @@ static int check_data_movement(struct check *k)
         goto done;
     op = "argmax";
     if (BOTH(op_argmax(k->backends[b], ids_out.t[b], logits.t[b])) ||
-        compare(k, op, "4x1001", o_ids, 1))
+        compare_exact(k, op, "4x1001", o_ids, 1))
         goto done;
     rc = 0;
 done:
@@ -477,6 +488,49 @@ done:
     return rc;
 }
 
+static int check_sampling(struct check *k)
+{
+    const char *op = "sample";
+    enum { ROWS = 3, VOCAB = 2001 };
+    float params[ROWS * 3] = {0.1f, 0.001f, 1.05f, 0.6f, 0.95f, 1.0f, 0.0f, 1.0f, 1.05f};
+    int64_t random_bits[ROWS];
+    uint8_t *seen_host = malloc(ROWS * VOCAB);
+    int32_t marks[ROWS] = {5, -1, VOCAB - 1};
+    struct pair logits = {0}, seen = {0}, p = {0}, bits = {0}, ids = {0}, mark = {0};
+    int rc = -1, b, rc0, rc1;
+    if (!seen_host) {
+        snprintf(k->err, k->err_size, "ops check: out of memory");
+        return -1;
+    }
+    for (int i = 0; i < ROWS * VOCAB; i++)
+        seen_host[i] = uniform(k, 0, 1) < 0.05f;
+    for (int r = 0; r < ROWS; r++)
+        random_bits[r] = (int64_t)((uint64_t)(uniform(k, 0, 1) * 4294967296.0) << 31);
+    int64_t shape[2] = {ROWS, VOCAB}, pshape[2] = {ROWS, 3}, rows = ROWS;
+    if (pair_2d(k, &logits, TENSOR_F32, ROWS, VOCAB, -8, 8, "logits") ||
+        pair_from(k, &seen, TENSOR_U8, 2, shape, seen_host, "seen") ||
+        pair_from(k, &p, TENSOR_F32, 2, pshape, params, "params") ||
+        pair_from(k, &bits, TENSOR_I64, 1, &rows, random_bits, "random") ||
+        pair_random(k, &ids, TENSOR_I32, 1, &rows, 0, 0, "ids") ||
+        pair_i32(k, &mark, ROWS, marks, "marks"))
+        goto done;
+    struct pair *chosen[] = {&ids}, *updated[] = {&logits}, *masks[] = {&seen};
+    if (BOTH(op_sample(k->backends[b], ids.t[b], logits.t[b], seen.t[b], p.t[b], bits.t[b])) ||
+        compare_exact(k, op, "token ids: Qwen, Nemotron and greedy rows", chosen, 1) ||
+        compare(k, op, "logits after penalty and temperature", updated, 1))
+        goto done;
+    op = "mark_seen";
+    if (BOTH(op_mark_seen(k->backends[b], seen.t[b], mark.t[b])) ||
+        compare_exact(k, op, "ids in and out of range", masks, 1))
+        goto done;
+    rc = 0;
+done:
+    free(seen_host);
+    pair_free(&logits), pair_free(&seen), pair_free(&p), pair_free(&bits), pair_free(&ids);
+    pair_free(&mark);
+    return rc;
+}
+
 int ops_check_run(struct backend *reference, struct backend *candidate, double tolerance,
                   ops_check_report report, void *report_context, char *err, size_t err_size)
 {
@@ -497,7 +551,8 @@ int ops_check_run(struct backend *reference, struct backend *candidate, double t
         check_matmul(&k, 70, 18, 96, TENSOR_U8, 1, 0) || check_norms(&k, 0, 8) ||
         check_norms(&k, 5, 36) || check_norms(&k, 33, 1280) || check_rotary(&k) ||
         check_attention(&k) || check_paged(&k, TENSOR_F32) || check_paged(&k, TENSOR_BF16) ||
-        check_elementwise(&k) || check_data_movement(&k) || check_state_space(&k))
+        check_elementwise(&k) || check_data_movement(&k) || check_state_space(&k) ||
+        check_sampling(&k))
         return -1;
     return k.failures;
 }
