@@ -215,6 +215,10 @@ def main():
         return status == 200 and 'clipcap_jobs_total{outcome="completed",cause=""} 3' in body \
             and 'cause="not_found"} 1' in body and body
     wait_for(60, "4 job outcomes in /metrics", jobs_done, log)
+    # Outcome lines carry the job's coordinates.
+    if not re.search(rf'event=job_failed job_id=ops-missing clip=file://{re.escape(work)}/missing.mp4 '
+                     r'partition=[01] offset=\d+ cause=not_found ', open(log).read()):
+        fail("job_failed lacks clip, partition or offset", log)
     pump()
     watchdog_times = [t for t, m in received if m == "WATCHDOG=1"]
     longest_gap = max(b - a for a, b in zip(watchdog_times, watchdog_times[1:]))
