@@ -77,6 +77,25 @@ static void test_broken_candidate_is_caught(void **state)
     backend_free(candidate);
 }
 
+// A candidate lacking an op fails that op's cases and the run covers the rest.
+static void test_candidate_without_an_op(void **state)
+{
+    (void)state;
+    struct backend *reference = backend_cpu_create(1, err, sizeof err);
+    struct backend *candidate = backend_cpu_create(1, err, sizeof err);
+    static struct backend_ops partial;
+    partial = *candidate->ops;
+    partial.mark_seen = NULL;
+    candidate->ops = &partial;
+    struct tally t = {0};
+    int failures = ops_check_run(reference, candidate, 1e-5, record, &t, err, sizeof err);
+    assert_int_equal(failures, 1);
+    assert_string_equal(t.failed_ops, "mark_seen ");
+    assert_true(t.cases >= 30);
+    backend_free(reference);
+    backend_free(candidate);
+}
+
 // A backend table without an op (older than the op set) reports it instead of crashing.
 static void test_missing_op_reported(void **state)
 {
@@ -99,6 +118,7 @@ int main(void)
         cmocka_unit_test(test_cpu_against_cpu),
         cmocka_unit_test(test_broken_candidate_is_caught),
         cmocka_unit_test(test_missing_op_reported),
+        cmocka_unit_test(test_candidate_without_an_op),
     };
     return cmocka_run_group_tests_name("engine_core_ops_check", tests, NULL, NULL);
 }
