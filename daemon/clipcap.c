@@ -3,6 +3,7 @@
 //   migrate   apply the Postgres migrations (cmd_migrate.c)
 //   broker    run an embedded Kafka broker in the foreground (cmd_broker.c)
 //   offsets   show a consumer group's committed offsets and lag (cmd_offsets.c)
+//   consume   print a topic's messages and headers, e.g. the dead letters (cmd_consume.c)
 //   status    what a running clipcapd is doing, from its metrics endpoint (cmd_status.c)
 //   model     fetch model weights from Hugging Face (cmd_model.c)
 //   caption   caption one local clip with the engine (cmd_caption.c)
@@ -22,6 +23,7 @@ static const struct command commands[] = {
     {"migrate", cmd_migrate, "apply the Postgres schema migrations"},
     {"broker", cmd_broker, "run an embedded Kafka broker (librdkafka mock cluster)"},
     {"offsets", cmd_offsets, "show a consumer group's committed offsets and lag"},
+    {"consume", cmd_consume, "print a topic's messages with their headers (the dead letters)"},
     {"status", cmd_status, "what a running clipcapd is doing now (jobs, throughput, lag)"},
     {"model", cmd_model, "fetch model weights: clipcap model fetch --variant V --dir D"},
     {"caption", cmd_caption, "caption one local clip and print JSON"},

@@ -12,6 +12,7 @@
 // redelivers them), commit the stored offsets, leave the group, close everything.
 #include "caption_store.h"
 #include "config.h"
+#include "dead_letter.h"
 #include "embedded_broker.h"
 #include "engine.h"
 #include "intake.h"
@@ -138,7 +139,9 @@ struct daemon {
     embedded_broker *broker;
     pipeline *pipeline;
     intake *intake;
-    long jobs_in_flight;
+    dead_letter *dead_letter;
+    long jobs_in_flight; // admitted and not yet stored (dead letters included)
+    long commits;        // outcomes committed (for the test build's fault injection)
 };
 
 static int open_store(struct daemon *d, char *err, size_t err_size)
@@ -199,8 +202,8 @@ static int start_broker(struct daemon *d, char *err, size_t err_size)
         return -1;
     }
     const char *topics[] = {d->config.kafka_topic, NULL};
-    if (embedded_broker_start(topics, d->config.kafka_embedded_partitions, 1, state_file, &d->broker,
-                              err, err_size) != 0)
+    if (embedded_broker_start(topics, d->config.kafka_embedded_partitions, 1, state_file,
+                              &d->broker, err, err_size) != 0)
         return -1;
     log_event(LOG_LEVEL_NOTICE, "embedded_broker_started", "bootstrap",
               embedded_broker_bootstraps(d->broker), "state_file", state_file, NULL);
@@ -238,6 +241,8 @@ static int start_pipeline(struct daemon *d, char *err, size_t err_size)
     options.media_limits.max_height = d->config.media_max_frame_height;
     options.media_limits.max_sampled_frames_per_window = d->config.media_max_frames_per_window;
     options.decode_threads = 1; // one thread per clip: workers decode clips in parallel
+    options.transient_retries = 2;
+    options.transient_backoff_ms = 1000;
     media_set_ffmpeg_log_quiet(true);
     return pipeline_start(&options, d->engine, d->store, &d->pipeline, err, err_size);
 }
@@ -258,15 +263,62 @@ static int start_intake(struct daemon *d, char *err, size_t err_size)
     return intake_open(&options, &d->intake, err, err_size);
 }
 
+static int start_dead_letter(struct daemon *d, char *err, size_t err_size)
+{
+    char topic[512];
+    snprintf(topic, sizeof(topic), "%s.dlq", d->config.kafka_topic);
+    struct dead_letter_options options;
+    memset(&options, 0, sizeof(options));
+    options.brokers = d->broker ? embedded_broker_bootstraps(d->broker) : d->config.kafka_brokers;
+    options.topic = topic;
+    options.passthrough_count = d->config.passthrough_count;
+    options.passthrough_keys = d->config.passthrough_keys;
+    options.passthrough_values = d->config.passthrough_values;
+    return dead_letter_open(&options, &d->dead_letter, err, err_size);
+}
+
+static void job_stored(struct daemon *d, struct job *job)
+{
+    intake_job_done(d->intake, job->partition, job->generation, job->offset);
+    job_free(job);
+    d->jobs_in_flight--;
+}
+
+#ifdef CLIPCAP_FAULT_INJECTION
+// Test builds only (tests/daemon: clipcapd_engine_double): die right after the Nth outcome
+// commit and before its offset is stored, the worst moment for a crash.
+static void fault_after_commit(struct daemon *d)
+{
+    const char *n = getenv("CLIPCAP_FAULT_KILL_AFTER_COMMITS");
+    if (n && d->commits >= atol(n))
+        raise(SIGKILL);
+}
+#else
+static void fault_after_commit(struct daemon *d)
+{
+    (void)d;
+}
+#endif
+
+// Jobs whose outcome is committed: a failed one goes to the dead-letter topic first, and its
+// offset is stored once the broker has acknowledged the dead letter.
 static void drain_done(struct daemon *d, int timeout_ms)
 {
     struct job *job;
     while ((job = pipeline_next_done(d->pipeline, timeout_ms)) != NULL) {
-        intake_job_done(d->intake, job->partition, job->generation, job->offset);
-        job_free(job);
-        d->jobs_in_flight--;
+        d->commits++;
+        fault_after_commit(d);
+        if (job->status == JOB_STATUS_FAILED)
+            dead_letter_send(d->dead_letter, job);
+        else
+            job_stored(d, job);
         timeout_ms = 0;
     }
+    struct job *delivered[64];
+    int n;
+    while ((n = dead_letter_poll(d->dead_letter, delivered, 64)) > 0)
+        for (int i = 0; i < n; i++)
+            job_stored(d, delivered[i]);
 }
 
 // Backpressure with hysteresis: pause at the in-flight limit or while Postgres is down,
@@ -407,6 +459,8 @@ int main(int argc, char **argv)
         goto fail;
     if (start_pipeline(&d, err, sizeof(err)) != 0)
         goto fail;
+    if (start_dead_letter(&d, err, sizeof(err)) != 0)
+        goto fail;
     if (start_intake(&d, err, sizeof(err)) != 0)
         goto fail;
     log_event(LOG_LEVEL_NOTICE, "ready", "topic", d.config.kafka_topic, "group",
@@ -420,6 +474,8 @@ fail:
     log_event(LOG_LEVEL_ERROR, "startup_failed", "msg", err, NULL);
 shutdown:
     pipeline_stop(d.pipeline); // before the consumer: no completion can race its close
+    // Dead letters still unacknowledged: their offsets are never stored (redelivered).
+    dead_letter_close(d.dead_letter, 5000, job_free);
     intake_close(d.intake);
     embedded_broker_stop(d.broker);
     engine_close(d.engine);

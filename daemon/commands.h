@@ -7,6 +7,7 @@ int cmd_enqueue(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_broker(int argc, char **argv);
 int cmd_offsets(int argc, char **argv);
+int cmd_consume(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 // Built from files other parts of the tree provide; weak so the tool still links (and says
 // so) when one is not built in.

@@ -29,10 +29,17 @@ static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, c
     return 0;
 }
 
-static void pause_list(intake *in, rd_kafka_topic_partition_list_t *partitions)
+// Newly assigned partitions take the intake's current state explicitly: librdkafka keeps a
+// partition's pause flag across an unassign/assign, so a partition paused before it was lost
+// would otherwise come back paused while intake is running (seen under broker faults).
+static void apply_pause_state(intake *in, rd_kafka_topic_partition_list_t *partitions)
 {
-    if (in->paused && partitions->cnt > 0)
+    if (partitions->cnt == 0)
+        return;
+    if (in->paused)
         rd_kafka_pause_partitions(in->consumer, partitions);
+    else
+        rd_kafka_resume_partitions(in->consumer, partitions);
 }
 
 // Cooperative-sticky hands out and takes back partitions incrementally; the eager
@@ -58,7 +65,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       NULL);
             rd_kafka_error_destroy(error);
         }
-        pause_list(in, partitions);
+        apply_pause_state(in, partitions);
         log_event(LOG_LEVEL_INFO, "kafka_partitions_assigned", "count", count, NULL);
         return;
     }

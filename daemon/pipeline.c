@@ -15,6 +15,7 @@
 #include <time.h>
 
 struct started_event {
+    struct job *job; // the writer records the attempt count on it
     char *job_id;
     char *clip_uri;
     char *topic;
@@ -157,8 +158,24 @@ static void fetch_and_decode(pipeline *p, objstore_fetcher *fetcher, struct job 
 
     double t0 = monotonic_seconds();
     struct objstore_object object = {0};
-    enum objstore_error fetch_error =
-        objstore_fetch(fetcher, m->clip_uri, &object, err, sizeof(err));
+    enum objstore_error fetch_error;
+    // The object store already retries each fetch (timeouts, 5xx) with backoff; a job whose
+    // fetch still fails transiently gets a few more tries, further apart, before it fails.
+    for (int attempt = 0;; attempt++) {
+        fetch_error = objstore_fetch(fetcher, m->clip_uri, &object, err, sizeof(err));
+        int transient = fetch_error == OBJSTORE_ERR_TIMEOUT ||
+                        fetch_error == OBJSTORE_ERR_NETWORK || fetch_error == OBJSTORE_ERR_HTTP;
+        if (!transient || attempt >= p->options.transient_retries || atomic_load(&p->stopping))
+            break;
+        long delay = p->options.transient_backoff_ms << attempt;
+        delay = delay / 2 + rand() % (delay / 2 + 1); // jitter: [delay/2, delay]
+        char attempt_text[16];
+        snprintf(attempt_text, sizeof(attempt_text), "%d", attempt + 1);
+        log_event(LOG_LEVEL_WARNING, "fetch_retry", "job_id", job->job_id, "attempt", attempt_text,
+                  "cause", objstore_error_name(fetch_error), "msg", err, NULL);
+        for (long waited = 0; waited < delay && !atomic_load(&p->stopping); waited += 50)
+            sleep_ms(50);
+    }
     job->fetch_seconds = monotonic_seconds() - t0;
     if (fetch_error != OBJSTORE_OK) {
         job_fail(job, objstore_error_name(fetch_error), "%s", err);
@@ -544,8 +561,12 @@ static int write_started(pipeline *p, void *arg, int *connection_lost, char *err
     struct job_source source = {e->topic, e->partition, e->offset};
     int attempts = 0;
     if (caption_store_job_started(p->store, e->job_id, e->clip_uri, &source, &attempts, err,
-                                  err_size) == 0)
+                                  err_size) == 0) {
+        // The job cannot be freed before its outcome passes this (FIFO) writer, and no other
+        // thread touches this field.
+        e->job->attempts = attempts;
         return 0;
+    }
     // job_started has no connection_lost flag: ask the connection itself.
     char ignored[64];
     *connection_lost = caption_store_reconnect(p->store, ignored, sizeof(ignored)) != 1;
@@ -737,6 +758,7 @@ void pipeline_submit(pipeline *p, struct job *job)
         struct started_event *e = calloc(1, sizeof(*e));
         struct writer_item *item = calloc(1, sizeof(*item));
         if (e && item) {
+            e->job = job;
             e->job_id = strdup(job->job_id);
             e->clip_uri = strdup(job->message.clip_uri);
             e->topic = strdup(job->topic);

@@ -29,7 +29,9 @@ struct pipeline_options {
     struct objstore_config objstore;
     media_limits media_limits;
     int decode_threads;
-    const char *variant; // the model variant this daemon serves
+    int transient_retries;     // extra tries of a job whose fetch failed transiently
+    long transient_backoff_ms; // first backoff; doubles per try, with jitter
+    const char *variant;       // the model variant this daemon serves
 };
 
 int pipeline_start(const struct pipeline_options *options, engine *engine, caption_store *store,
