@@ -276,6 +276,25 @@ static void test_vision(void **state)
     printf("vision: features max |diff| %.3g, embeddings max |diff| %.3g\n", d_features, d_embeds);
     assert_true(d_features <= VISION_TOLERANCE);
     assert_true(d_embeds <= VISION_TOLERANCE);
+    // EVS on the engine's embeddings keeps exactly the tokens vLLM's retention mask keeps.
+    static const int rates[] = {30, 50, 75};
+    float *host = malloc((size_t)n_embeds * sizeof(float));
+    memcpy(host, embeds->data, (size_t)n_embeds * sizeof(float));
+    int per_frame = radio_tokens_per_frame(v);
+    for (size_t i = 0; i < sizeof rates / sizeof rates[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "evs_keep_%d", rates[i]);
+        int64_t count;
+        const uint8_t *want_keep = tensor_data(x->vision, name, &count, SAFETENSORS_U8);
+        assert_int_equal(count, (int64_t)frames * per_frame);
+        uint8_t keep[4096];
+        int kept[64];
+        assert_int_equal(nemotron_evs_retention(host, frames, per_frame, v->llm_hidden,
+                                                rates[i] / 100.0, keep, kept, err, sizeof err),
+                         0);
+        assert_memory_equal(keep, want_keep, (size_t)count);
+    }
+    free(host);
     // Bad input is an error, not a crash: an odd grid cannot be pixel-shuffled.
     assert_int_not_equal(radio_forward(nemotron_vl_vision(x->model), patches, 1, 3, 3, embeds, NULL,
                                        err, sizeof err),
