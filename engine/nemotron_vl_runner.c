@@ -271,7 +271,7 @@ static int append_text(const struct nemotron_tokenizer_ops *tok, struct ids *a, 
 }
 
 // The stage-2 text after "<video>" (Curator's _refine_caption_prompt).
-static char *stage2_text(const char *after_video, const char *prefix, const char *caption)
+char *nemotron_stage2_text(const char *after_video, const char *prefix, const char *caption)
 {
     static const char *const markers[] = {"<SPECIAL_11>Assistant", "<|im_end|>", "</s>"};
     const char *suffix = "";
@@ -289,32 +289,40 @@ static char *stage2_text(const char *after_video, const char *prefix, const char
     return s;
 }
 
-static int detokenize(const struct nemotron_tokenizer_ops *tok, struct nemotron_caption_stage *st,
-                      char *err, size_t err_size)
+int nemotron_detokenize_stage(const struct nemotron_tokenizer_ops *tok,
+                              struct nemotron_caption_stage *st, char *err, size_t err_size)
 {
     // The stop token is not part of the caption (vLLM drops a matched stop string).
     int n = st->stopped ? st->token_count - 1 : st->token_count;
     return tok->decode(tok->context, st->tokens, (size_t)n, &st->text, err, err_size);
 }
 
-int nemotron_runner_caption(nemotron_runner *r, const struct nemotron_tokenizer_ops *tok,
-                            const struct nemotron_caption_request *q,
-                            struct nemotron_caption_result *result, char *err, size_t err_size)
+void nemotron_prepared_free(struct nemotron_prepared *p)
 {
-    memset(result, 0, sizeof *result);
-    const struct nemotron_vl_config *c = nemotron_vl_get_config(r->model);
+    tensor_free(p->embeds);
+    free(p->ids);
+    free(p->image_positions);
+    free(p->after_text);
+    memset(p, 0, sizeof *p);
+}
+
+int nemotron_prepare(nemotron_vl *model, const struct nemotron_tokenizer_ops *tok,
+                     const struct nemotron_caption_request *q, int vision_frames,
+                     struct nemotron_prepared *out, char *err, size_t err_size)
+{
+    memset(out, 0, sizeof *out);
+    const struct nemotron_vl_config *c = nemotron_vl_get_config(model);
     const struct radio_config *v = &c->vision;
-    struct backend *be = nemotron_vl_backend(r->model);
+    struct backend *be = nemotron_vl_backend(model);
     const char *video_tag = q->prompt_text ? strstr(q->prompt_text, "<video>") : NULL;
     if (q->frames < 1 || !q->rgb || !q->frame_indices || !video_tag ||
-        strstr(video_tag + 1, "<video>") || q->max_output_tokens < 1) {
+        strstr(video_tag + 1, "<video>") || q->max_output_tokens < 1 || vision_frames < 1) {
         snprintf(err, err_size,
-                 "nemotron runner: bad request (%d frames, prompt needs exactly one <video>, "
+                 "nemotron: bad request (%d frames, prompt needs exactly one <video>, "
                  "max_output_tokens %d)",
                  q->frames, q->max_output_tokens);
         return -1;
     }
-    double started = now_seconds();
     struct nemotron_pixel_config pc = {.image_size = v->image_size, .patch_size = v->patch_size};
     memcpy(pc.mean, c->norm_mean, sizeof pc.mean);
     memcpy(pc.std, c->norm_std, sizeof pc.std);
@@ -325,31 +333,30 @@ int nemotron_runner_caption(nemotron_runner *r, const struct nemotron_tokenizer_
     int *tokens_per_frame = malloc((size_t)q->frames * sizeof(int));
     uint8_t *keep = malloc((size_t)q->frames * per_frame);
     float *host = NULL;
-    int32_t *kept_index = NULL, *image_positions = NULL, *video = NULL;
-    char *before = NULL, *text2 = NULL;
-    struct tensor *embeds = NULL, *pruned = NULL, *kept_t = NULL;
-    struct ids prompt = {0}, prompt2 = {0};
-    struct sequence s1 = {-1, -1, 0}, snap = {-1, -1, 0};
+    int32_t *kept_index = NULL, *video = NULL;
+    char *before = NULL;
+    struct tensor *pruned = NULL, *kept_t = NULL;
+    struct ids prompt = {0};
     int rc = -1;
     if (!rows || !tokens_per_frame || !keep) {
-        snprintf(err, err_size, "nemotron runner: out of memory for %d frames", q->frames);
+        snprintf(err, err_size, "nemotron: out of memory for %d frames", q->frames);
         goto done;
     }
     // Vision: frames -> patch rows -> RADIO -> one embedding per 2 x 2 patches.
     if (nemotron_preprocess_frames(&pc, q->rgb, q->frames, q->height, q->width, rows, err,
                                    err_size) != 0)
         goto done;
-    embeds = tensor_new_2d(be, TENSOR_F32, (int64_t)q->frames * per_frame, v->llm_hidden,
-                           "video_embeddings", err, err_size);
-    if (!embeds)
+    out->embeds = tensor_new_2d(be, TENSOR_F32, (int64_t)q->frames * per_frame, v->llm_hidden,
+                                "video_embeddings", err, err_size);
+    if (!out->embeds)
         goto done;
     // The tower runs a few frames at a time: its activations grow with the frames of a call
     // (vLLM likewise runs at most 128 frames per call).
-    for (int f = 0; f < q->frames; f += r->vision_frames) {
-        int n = q->frames - f < r->vision_frames ? q->frames - f : r->vision_frames;
-        struct tensor *slice = tensor_view(embeds, (int64_t)f * per_frame, (int64_t)n * per_frame,
-                                           0, NULL, err, err_size);
-        int failed = !slice || radio_forward(nemotron_vl_vision(r->model), rows + f * row_values, n,
+    for (int f = 0; f < q->frames; f += vision_frames) {
+        int n = q->frames - f < vision_frames ? q->frames - f : vision_frames;
+        struct tensor *slice = tensor_view(out->embeds, (int64_t)f * per_frame,
+                                           (int64_t)n * per_frame, 0, NULL, err, err_size);
+        int failed = !slice || radio_forward(nemotron_vl_vision(model), rows + f * row_values, n,
                                              grid, grid, slice, NULL, err, err_size) != 0;
         tensor_free(slice);
         if (failed)
@@ -363,10 +370,10 @@ int nemotron_runner_caption(nemotron_runner *r, const struct nemotron_tokenizer_
         host = malloc((size_t)image_count * v->llm_hidden * sizeof(float));
         kept_index = malloc((size_t)image_count * sizeof(int32_t));
         if (!host || !kept_index) {
-            snprintf(err, err_size, "nemotron runner: out of memory for EVS");
+            snprintf(err, err_size, "nemotron: out of memory for EVS");
             goto done;
         }
-        if (tensor_read(embeds, host, tensor_bytes(embeds), err, err_size) != 0 ||
+        if (tensor_read(out->embeds, host, tensor_bytes(out->embeds), err, err_size) != 0 ||
             nemotron_evs_retention(host, q->frames, per_frame, v->llm_hidden, q->evs_rate, keep,
                                    tokens_per_frame, err, err_size) != 0)
             goto done;
@@ -379,29 +386,32 @@ int nemotron_runner_caption(nemotron_runner *r, const struct nemotron_tokenizer_
         pruned = kept_t ? tensor_new_2d(be, TENSOR_F32, kept, v->llm_hidden, "evs_embeddings", err,
                                         err_size)
                         : NULL;
-        if (!pruned || op_gather_rows(be, pruned, embeds, kept_t) != 0) {
-            if (pruned && backend_error(be))
-                snprintf(err, err_size, "nemotron runner evs: %s", backend_error(be));
+        if (!pruned)
+            goto done;
+        if (op_gather_rows(be, pruned, out->embeds, kept_t) != 0) {
+            snprintf(err, err_size, "nemotron evs: %s",
+                     backend_error(be) ? backend_error(be) : "gather failed");
             backend_clear_error(be);
             goto done;
         }
-        tensor_free(embeds);
-        embeds = pruned;
+        tensor_free(out->embeds);
+        out->embeds = pruned;
         pruned = NULL;
         image_count = kept;
     }
-    result->video_tokens = image_count;
+    out->image_count = image_count;
 
-    // Prompt: text before <video>, the video's tokens, text after.
+    // Prompt: text before <video>, the video's tokens, text after, each tokenized on its own.
     size_t before_len = (size_t)(video_tag - q->prompt_text);
     before = malloc(before_len + 1);
-    if (!before) {
-        snprintf(err, err_size, "nemotron runner: out of memory");
+    out->after_text = malloc(strlen(video_tag + 7) + 1);
+    if (!before || !out->after_text) {
+        snprintf(err, err_size, "nemotron: out of memory");
         goto done;
     }
     memcpy(before, q->prompt_text, before_len);
     before[before_len] = '\0';
-    const char *after = video_tag + strlen("<video>");
+    strcpy(out->after_text, video_tag + strlen("<video>"));
     size_t video_count = 0;
     if (append_text(tok, &prompt, before, err, err_size) != 0 ||
         nemotron_video_tokens(c, q->frame_indices, tokens_per_frame, q->frames, q->fps, tok->encode,
@@ -410,65 +420,99 @@ int nemotron_runner_caption(nemotron_runner *r, const struct nemotron_tokenizer_
     int video_start = prompt.count;
     if (append(&prompt, video, video_count, err, err_size) != 0)
         goto done;
-    int prefix = prompt.count;
-    if (append_text(tok, &prompt, after, err, err_size) != 0)
+    out->prefix = prompt.count;
+    if (append_text(tok, &prompt, out->after_text, err, err_size) != 0)
         goto done;
-    image_positions = malloc((size_t)(image_count > 0 ? image_count : 1) * sizeof(int32_t));
-    if (!image_positions) {
-        snprintf(err, err_size, "nemotron runner: out of memory");
+    out->image_positions = malloc((size_t)(image_count > 0 ? image_count : 1) * sizeof(int32_t));
+    if (!out->image_positions) {
+        snprintf(err, err_size, "nemotron: out of memory");
         goto done;
     }
     int found = 0;
-    for (int i = video_start; i < prefix; i++)
+    for (int i = video_start; i < out->prefix; i++)
         if (prompt.v[i] == c->img_context_token_id && found < image_count)
-            image_positions[found++] = i;
+            out->image_positions[found++] = i;
     if (found != image_count) {
-        snprintf(err, err_size, "nemotron runner: %d <image> ids for %d video embeddings", found,
+        snprintf(err, err_size, "nemotron: %d <image> ids for %d video embeddings", found,
                  image_count);
         goto done;
     }
-    result->prefix_tokens = prefix;
-    result->stage1.prompt_tokens = prompt.count;
+    out->ids = prompt.v;
+    out->count = prompt.count;
+    prompt.v = NULL;
+    rc = 0;
+done:
+    if (rc != 0)
+        nemotron_prepared_free(out);
+    tensor_free(pruned);
+    tensor_free(kept_t);
+    free(rows);
+    free(tokens_per_frame);
+    free(keep);
+    free(host);
+    free(kept_index);
+    free(video);
+    free(before);
+    free(prompt.v);
+    return rc;
+}
+
+int nemotron_runner_caption(nemotron_runner *r, const struct nemotron_tokenizer_ops *tok,
+                            const struct nemotron_caption_request *q,
+                            struct nemotron_caption_result *result, char *err, size_t err_size)
+{
+    memset(result, 0, sizeof *result);
+    double started = now_seconds();
+    struct nemotron_prepared p;
+    if (nemotron_prepare(r->model, tok, q, r->vision_frames, &p, err, err_size) != 0)
+        return -1;
+    char *text2 = NULL;
+    struct ids prompt2 = {0};
+    struct sequence s1 = {-1, -1, 0}, snap = {-1, -1, 0};
+    int rc = -1;
+    result->video_tokens = p.image_count;
+    result->prefix_tokens = p.prefix;
+    result->stage1.prompt_tokens = p.count;
 
     // Stage 1: prefill up to the end of the video, snapshot there for stage 2, go on.
     if (sequence_new(r, &s1, err, err_size) != 0 ||
-        prefill(r, &s1, prompt.v, 0, prefix, embeds, image_positions, image_count, err, err_size) !=
-            0)
+        prefill(r, &s1, p.ids, 0, p.prefix, p.embeds, p.image_positions, p.image_count, err,
+                err_size) != 0)
         goto done;
     if (q->stage2_prefix && sequence_snapshot(r, &s1, &snap, err, err_size) != 0)
         goto done;
-    if (prefill(r, &s1, prompt.v, prefix, prompt.count, embeds, image_positions, image_count, err,
+    if (prefill(r, &s1, p.ids, p.prefix, p.count, p.embeds, p.image_positions, p.image_count, err,
                 err_size) != 0)
         goto done;
     double decode_start = now_seconds();
     result->stage1.prefill_seconds = decode_start - started;
-    if (decode(r, &s1, &q->sampling, prompt.v, prompt.count, q->max_output_tokens, &result->stage1,
-               err, err_size) != 0 ||
-        detokenize(tok, &result->stage1, err, err_size) != 0)
+    if (decode(r, &s1, &q->sampling, p.ids, p.count, q->max_output_tokens, &result->stage1, err,
+               err_size) != 0 ||
+        nemotron_detokenize_stage(tok, &result->stage1, err, err_size) != 0)
         goto done;
     result->stage1.decode_seconds = now_seconds() - decode_start;
     sequence_free(r, &s1);
 
     if (q->stage2_prefix) {
         // Stage 2 from the snapshot: only the refinement text is new.
-        text2 = stage2_text(after, q->stage2_prefix, result->stage1.text);
+        text2 = nemotron_stage2_text(p.after_text, q->stage2_prefix, result->stage1.text);
         if (!text2) {
             snprintf(err, err_size, "nemotron runner: out of memory");
             goto done;
         }
-        if (append(&prompt2, prompt.v, (size_t)prefix, err, err_size) != 0 ||
+        if (append(&prompt2, p.ids, (size_t)p.prefix, err, err_size) != 0 ||
             append_text(tok, &prompt2, text2, err, err_size) != 0)
             goto done;
         result->stage2.prompt_tokens = prompt2.count;
         double stage2_start = now_seconds();
-        if (prefill(r, &snap, prompt2.v, prefix, prompt2.count, embeds, image_positions,
-                    image_count, err, err_size) != 0)
+        if (prefill(r, &snap, prompt2.v, p.prefix, prompt2.count, p.embeds, p.image_positions,
+                    p.image_count, err, err_size) != 0)
             goto done;
         double stage2_decode = now_seconds();
         result->stage2.prefill_seconds = stage2_decode - stage2_start;
         if (decode(r, &snap, &q->sampling, prompt2.v, prompt2.count, q->max_output_tokens,
                    &result->stage2, err, err_size) != 0 ||
-            detokenize(tok, &result->stage2, err, err_size) != 0)
+            nemotron_detokenize_stage(tok, &result->stage2, err, err_size) != 0)
             goto done;
         result->stage2.decode_seconds = now_seconds() - stage2_decode;
     }
@@ -478,19 +522,8 @@ done:
     sequence_free(r, &snap);
     if (rc != 0)
         nemotron_caption_result_free(result);
-    tensor_free(embeds);
-    tensor_free(pruned);
-    tensor_free(kept_t);
-    free(rows);
-    free(tokens_per_frame);
-    free(keep);
-    free(host);
-    free(kept_index);
-    free(image_positions);
-    free(video);
-    free(before);
+    nemotron_prepared_free(&p);
     free(text2);
-    free(prompt.v);
     free(prompt2.v);
     return rc;
 }

@@ -76,4 +76,31 @@ int nemotron_runner_caption(nemotron_runner *runner, const struct nemotron_token
                             struct nemotron_caption_result *result, char *err, size_t err_size);
 void nemotron_caption_result_free(struct nemotron_caption_result *result);
 
+// The pieces, shared with the batching engine (nemotron_vl_engine.c) ---------------------------
+
+// A request made ready for the LLM: its video embeddings (after EVS) and its stage-1 prompt ids.
+struct nemotron_prepared {
+    struct tensor *embeds;    // backend f32 [image_count, hidden]
+    int32_t *ids;             // stage-1 prompt ids
+    int count;                // their number
+    int prefix;               // ids up to the end of the video (the stage-2 reuse boundary)
+    int32_t *image_positions; // prompt positions of the <image> ids, row i of embeds each
+    int image_count;
+    char *after_text; // the prompt text after "<video>"
+};
+
+// Preprocessing, vision (vision_frames frames per tower call), EVS and the stage-1 prompt.
+int nemotron_prepare(nemotron_vl *model, const struct nemotron_tokenizer_ops *tok,
+                     const struct nemotron_caption_request *request, int vision_frames,
+                     struct nemotron_prepared *out, char *err, size_t err_size);
+void nemotron_prepared_free(struct nemotron_prepared *prepared);
+
+// The stage-2 text that follows the video: "\n" + prefix + caption + the prompt from its first
+// "<SPECIAL_11>Assistant" (or "<|im_end|>", "</s>") on. malloc'ed; NULL when out of memory.
+char *nemotron_stage2_text(const char *after_video, const char *prefix, const char *caption);
+
+// stage->text from its tokens (without the stop token that ended it).
+int nemotron_detokenize_stage(const struct nemotron_tokenizer_ops *tok,
+                              struct nemotron_caption_stage *stage, char *err, size_t err_size);
+
 #endif
