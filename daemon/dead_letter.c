@@ -146,6 +146,8 @@ int dead_letter_poll(dead_letter *dl, struct job **delivered, int max)
         dead_letter_send(dl, retry[i]);
     free(retry);
     int n = dl->acknowledged.count < max ? dl->acknowledged.count : max;
+    if (n <= 0) // items may still be NULL: no memcpy from it, even of 0 bytes (UB)
+        return 0;
     memcpy(delivered, dl->acknowledged.items, sizeof(*delivered) * (size_t)n);
     memmove(dl->acknowledged.items, dl->acknowledged.items + n,
             sizeof(*delivered) * (size_t)(dl->acknowledged.count - n));
