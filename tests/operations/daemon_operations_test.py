@@ -13,6 +13,7 @@ engine test double. Asserts:
   3. `clipcap status` reports from the endpoint.
   4. No secret given in the config file or the environment appears in any log, nor in
      --check-config's output, also when Postgres is unreachable.
+  5. With more instances than partitions, the one without a partition still becomes ready.
 Usage: daemon_operations_test.py CLIPCAPD CLIPCAP  (under tests/lib/with-postgres)
 """
 import os
@@ -273,6 +274,32 @@ def main():
     ready_time = next(t for t, m in received if m == "READY=1")
     if stopping_at < ready_time:
         fail("STOPPING=1 before READY=1")
+
+    # --- 5. more instances than partitions: the one left without a partition still joined
+    # the group, so it must become ready too (else systemd would time its start out).
+    instances = []
+    plain_env = {k: v for k, v in env.items()
+                 if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "CLIPCAP_ENGINE_DOUBLE_DELAY_MS")}
+    for i in range(3):
+        instance_log = os.path.join(work, f"idle-{i}.log")
+        logs.append(instance_log)
+        with open(instance_log, "w") as out:
+            instances.append(subprocess.Popen(
+                [CLIPCAPD, "--config", config, "--set", f"kafka.brokers={brokers}",
+                 "--set", f"postgres.url={PG_URL}", "--set", "kafka.group=clipcap-idle",
+                 "--set", f"daemon.state_dir={work}/idle-{i}"], stderr=out, env=plain_env))
+        processes.append(instances[-1])
+    idle_logs = [os.path.join(work, f"idle-{i}.log") for i in range(3)]
+    wait_for(60, "all three instances ready",
+             lambda: all("event=notified_ready" in open(l).read() for l in idle_logs),
+             idle_logs[-1])
+    if not any("kafka_partitions_assigned count=0" in open(l).read() for l in idle_logs):
+        fail("no instance was left without a partition; the check proves nothing")
+    for instance in instances:
+        instance.send_signal(signal.SIGTERM)
+    for instance in instances:
+        if instance.wait(60) != 0:
+            fail("an instance did not stop cleanly", idle_logs[0])
 
     # --- 4b. no secret in any log
     for log in logs:
