@@ -9,9 +9,7 @@
 #include "prompts.h"
 
 #include <getopt.h>
-#include <jansson.h>
 #include <librdkafka/rdkafka.h>
-#include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,50 +26,6 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *message, void 
                 (int)message->key_len, (const char *)message->key, rd_kafka_err2str(message->err));
     } else {
         delivered++;
-    }
-}
-
-static void pack_json(msgpack_packer *pk, const json_t *value)
-{
-    switch (json_typeof(value)) {
-    case JSON_OBJECT: {
-        msgpack_pack_map(pk, json_object_size(value));
-        const char *key;
-        json_t *item;
-        json_object_foreach((json_t *)value, key, item)
-        {
-            msgpack_pack_str(pk, strlen(key));
-            msgpack_pack_str_body(pk, key, strlen(key));
-            pack_json(pk, item);
-        }
-        break;
-    }
-    case JSON_ARRAY: {
-        msgpack_pack_array(pk, json_array_size(value));
-        size_t i;
-        json_t *item;
-        json_array_foreach(value, i, item) pack_json(pk, item);
-        break;
-    }
-    case JSON_STRING:
-        msgpack_pack_str(pk, json_string_length(value));
-        msgpack_pack_str_body(pk, json_string_value(value), json_string_length(value));
-        break;
-    case JSON_INTEGER:
-        msgpack_pack_int64(pk, json_integer_value(value));
-        break;
-    case JSON_REAL:
-        msgpack_pack_double(pk, json_real_value(value));
-        break;
-    case JSON_TRUE:
-        msgpack_pack_true(pk);
-        break;
-    case JSON_FALSE:
-        msgpack_pack_false(pk);
-        break;
-    case JSON_NULL:
-        msgpack_pack_nil(pk);
-        break;
     }
 }
 
@@ -101,25 +55,17 @@ static int produce(rd_kafka_t *producer, const char *topic, const char *key, con
 static int enqueue_json_line(rd_kafka_t *producer, const char *topic, const char *line,
                              long line_number, int allow_invalid)
 {
-    json_error_t json_err;
-    json_t *value = json_loads(line, JSON_DECODE_ANY, &json_err);
-    if (!value) {
-        fprintf(stderr, "clipcap enqueue: line %ld: invalid JSON: %s\n", line_number,
-                json_err.text);
+    char *payload = NULL;
+    size_t size = 0;
+    char err[512];
+    if (job_message_json_to_msgpack(line, &payload, &size, err, sizeof(err)) != 0) {
+        fprintf(stderr, "clipcap enqueue: line %ld: %s\n", line_number, err);
         return -1;
     }
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init(&sbuf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-    pack_json(&pk, value);
-    json_decref(value);
-
     struct job_message message;
     char *job_id = NULL;
-    char err[512];
     int rc = -1;
-    int valid = job_message_decode(sbuf.data, sbuf.size, &message, &job_id, err, sizeof(err)) == 0;
+    int valid = job_message_decode(payload, size, &message, &job_id, err, sizeof(err)) == 0;
     if (valid) {
         job_id = strdup(message.job_id);
         job_message_free(&message);
@@ -127,10 +73,10 @@ static int enqueue_json_line(rd_kafka_t *producer, const char *topic, const char
         fprintf(stderr, "clipcap enqueue: line %ld: %s\n", line_number, err);
         goto done;
     }
-    rc = produce(producer, topic, job_id, sbuf.data, sbuf.size);
+    rc = produce(producer, topic, job_id, payload, size);
 done:
     free(job_id);
-    msgpack_sbuffer_destroy(&sbuf);
+    free(payload);
     return rc;
 }
 

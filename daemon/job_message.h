@@ -50,4 +50,9 @@ int job_message_validate(const struct job_message *message, char *err, size_t er
 
 void job_message_free(struct job_message *message);
 
+// The JSON rendering: converts one JSON value to msgpack as written (unknown keys kept, no
+// validation: decode the result to validate it). Returns a malloc'd buffer and its size.
+int job_message_json_to_msgpack(const char *json_text, char **buffer, size_t *size, char *err,
+                                size_t err_size);
+
 #endif

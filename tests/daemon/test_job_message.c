@@ -6,7 +6,6 @@
 #include <stdint.h>
 
 #include <cmocka.h>
-#include <jansson.h>
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,66 +13,16 @@
 #include "job_message.h"
 #include "prompts.h"
 
-static void pack_json(msgpack_packer *pk, const json_t *value)
-{
-    switch (json_typeof(value)) {
-    case JSON_OBJECT: {
-        msgpack_pack_map(pk, json_object_size(value));
-        const char *key;
-        json_t *item;
-        json_object_foreach((json_t *)value, key, item)
-        {
-            msgpack_pack_str(pk, strlen(key));
-            msgpack_pack_str_body(pk, key, strlen(key));
-            pack_json(pk, item);
-        }
-        break;
-    }
-    case JSON_ARRAY: {
-        msgpack_pack_array(pk, json_array_size(value));
-        size_t i;
-        json_t *item;
-        json_array_foreach(value, i, item) pack_json(pk, item);
-        break;
-    }
-    case JSON_STRING:
-        msgpack_pack_str(pk, json_string_length(value));
-        msgpack_pack_str_body(pk, json_string_value(value), json_string_length(value));
-        break;
-    case JSON_INTEGER:
-        msgpack_pack_int64(pk, json_integer_value(value));
-        break;
-    case JSON_REAL:
-        msgpack_pack_double(pk, json_real_value(value));
-        break;
-    case JSON_TRUE:
-        msgpack_pack_true(pk);
-        break;
-    case JSON_FALSE:
-        msgpack_pack_false(pk);
-        break;
-    case JSON_NULL:
-        msgpack_pack_nil(pk);
-        break;
-    }
-}
-
 // Decodes the msgpack rendering of a JSON text; returns decode's status, err filled.
 static int decode_json(const char *json_text, struct job_message *m, char *err, size_t size)
 {
-    json_error_t json_err;
-    json_t *value = json_loads(json_text, JSON_DECODE_ANY, &json_err);
-    assert_non_null(value);
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init(&sbuf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-    pack_json(&pk, value);
-    json_decref(value);
+    char *payload = NULL;
+    size_t payload_size = 0;
+    assert_int_equal(job_message_json_to_msgpack(json_text, &payload, &payload_size, err, size), 0);
     char *job_id = NULL;
-    int rc = job_message_decode(sbuf.data, sbuf.size, m, &job_id, err, size);
+    int rc = job_message_decode(payload, payload_size, m, &job_id, err, size);
     free(job_id);
-    msgpack_sbuffer_destroy(&sbuf);
+    free(payload);
     return rc;
 }
 
@@ -181,6 +130,7 @@ static void test_rejects_bad_fields(void **state)
     expect_error("{" BASE ",\"window_size\":3}", "window_size");
     expect_error("{" BASE ",\"window_size\":10000000000}", "'window_size' must be an integer");
     expect_error("{" BASE ",\"remainder_threshold\":-1}", "remainder_threshold");
+    expect_error("{" BASE ",\"remainder_threshold\":0}", "remainder_threshold");
     expect_error("{" BASE ",\"window_size\":16,\"remainder_threshold\":17}", "remainder_threshold");
     expect_error("{" BASE ",\"max_output_tokens\":0}", "max_output_tokens");
     expect_error("{" BASE ",\"max_output_tokens\":100000}", "max_output_tokens");
