@@ -338,8 +338,10 @@ int job_message_validate(const struct job_message *m, char *err, size_t err_size
         snprintf(err, err_size, "key 'window_size' must be in [4, 1000000]");
         return -1;
     }
-    if (m->remainder_threshold < 0 || m->remainder_threshold > m->window_size) {
-        snprintf(err, err_size, "key 'remainder_threshold' must be in [0, window_size]");
+    // At least 1: media_compute_windows refuses 0 (Curator would append an empty window when
+    // the remainder is 0), so 0 must fail here as a schema error, not later in decoding.
+    if (m->remainder_threshold < 1 || m->remainder_threshold > m->window_size) {
+        snprintf(err, err_size, "key 'remainder_threshold' must be in [1, window_size]");
         return -1;
     }
     if (m->max_output_tokens < 1 || m->max_output_tokens > JOB_MAX_OUTPUT_TOKENS_LIMIT) {
