@@ -1,8 +1,10 @@
-// nemotron_vl_engine.c: the engine.h API over the Nemotron runner (see nemotron_vl_engine.h).
+// nemotron_vl_engine.c: the engine.h API for Nemotron with continuous batching (see
+// nemotron_vl_engine.h).
 #include "nemotron_vl_engine.h"
 
 #include "model_config.h"
 #include "model_manifest.h"
+#include "kv_cache.h"
 #include "nemotron_vl_runner.h"
 #include "ops.h"
 #include "tokenizer.h"
@@ -17,6 +19,11 @@
 #endif
 
 #define DEFAULT_MAX_REQUESTS 8
+#define MAX_REQUESTS         64 // requests in flight at most (bounds the per-step arrays)
+#define DEFAULT_KV_BUDGET    ((size_t)1 << 30)
+#define PREFILL_CHUNK        2048 // prompt tokens per step, all requests together
+#define VISION_FRAMES        8    // frames per vision-tower call
+#define STAGE2_MARGIN        64   // stage-2 template tokens beyond the caption (admission)
 #define MAX_FRAMES           1024
 #define MAX_FRAME_PIXELS     ((int64_t)1 << 26)
 
@@ -38,20 +45,46 @@ struct queued {
     double submitted;
 };
 
+// A request being captioned: its prepared video and prompt, its sequence (KV-cache id and
+// state slot), the snapshot at the end of the video for stage 2, and the stage in progress.
+struct active {
+    struct queued q;
+    struct nemotron_prepared p;
+    int stage;             // 1 or 2
+    const int32_t *prompt; // this stage's prompt ids (stage 1: p.ids)
+    int prompt_len;
+    int32_t *prompt2; // stage 2's ids (owned)
+    int fed;          // prompt ids fed so far
+    int decoding;     // 1: next_token is the next input
+    int32_t next_token;
+    int kv, slot;           // the running sequence
+    int snap_kv, snap_slot; // the snapshot at the end of the video (-1: none)
+    sampler *sampler;
+    struct nemotron_caption_stage stages[2];
+    double stage_start, decode_start, queue_seconds;
+    int step_count; // tokens in the current step (0: not in it)
+};
+
 struct nemotron_engine {
     struct engine_model_info info;
     char *info_strings[4];
     struct backend *backend;
     nemotron_vl *model;
-    nemotron_runner *runner;
     clipcap_tokenizer *tokenizer;
+    struct nemotron_tokenizer_ops tok;
+    struct kv_cache *kv;
+    struct state_cache *states;
     int32_t stop_tokens[SAMPLER_MAX_STOP_TOKENS];
     int stop_count;
     int max_requests;
     struct queued *queue; // FIFO of max_requests
     int queued;
+    struct active *active; // max_requests
+    int active_count;
     struct engine_result *done; // finished results, max_requests
     int done_count;
+    float *logits; // [max_requests, vocab]
+    int max_batch; // the most sequences one step has held (for tests and stats)
 };
 
 static double now_seconds(void)
@@ -193,9 +226,12 @@ int nemotron_engine_open(const struct engine_options *o, struct nemotron_engine 
         return -1;
     }
     e->max_requests = o->max_batch_requests > 0 ? o->max_batch_requests : DEFAULT_MAX_REQUESTS;
+    if (e->max_requests > MAX_REQUESTS)
+        e->max_requests = MAX_REQUESTS;
     e->queue = calloc((size_t)e->max_requests, sizeof *e->queue);
     e->done = calloc((size_t)e->max_requests, sizeof *e->done);
-    if (!e->queue || !e->done) {
+    e->active = calloc((size_t)e->max_requests, sizeof *e->active);
+    if (!e->queue || !e->done || !e->active) {
         snprintf(err, err_size, "nemotron engine: out of memory");
         goto fail;
     }
@@ -210,8 +246,29 @@ int nemotron_engine_open(const struct engine_options *o, struct nemotron_engine 
     if (nemotron_vl_open(o->model_dir, e->backend, o->random_weights, o->random_seed, &e->model,
                          err, err_size) != 0)
         goto fail;
-    struct nemotron_runner_options ro = {.kv_budget_bytes = o->memory_budget_bytes};
-    if (nemotron_runner_create(e->model, &ro, &e->runner, err, err_size) != 0)
+    e->tok = (struct nemotron_tokenizer_ops){encode, decode, e->tokenizer};
+    // The caches: KV for the attention layers from the memory budget, and per request two state
+    // slots (the running sequence and its snapshot at the end of the video).
+    const struct nemotron_h_config *llm = &nemotron_vl_get_config(e->model)->llm;
+    struct kv_cache_config kc;
+    nemotron_h_kv_cache_config(llm, &kc);
+    kc.budget_bytes = o->memory_budget_bytes ? o->memory_budget_bytes : DEFAULT_KV_BUDGET;
+    kc.max_sequences = 2 * e->max_requests;
+    struct state_cache_config sc;
+    nemotron_h_state_cache_config(llm, &sc);
+    size_t per_slot = (size_t)sc.num_layers *
+                      ((size_t)(sc.conv_kernel - 1) * sc.conv_channels +
+                       (size_t)sc.num_heads * sc.head_dim * sc.state_size) *
+                      sizeof(float);
+    sc.max_slots = 2 * e->max_requests;
+    sc.budget_bytes = (size_t)sc.max_slots * per_slot;
+    e->logits = malloc((size_t)e->max_requests * llm->vocab_size * sizeof(float));
+    if (!e->logits) {
+        snprintf(err, err_size, "nemotron engine: out of memory for logits");
+        goto fail;
+    }
+    if ((kc.num_layers > 0 && !(e->kv = kv_cache_create(e->backend, &kc, err, err_size))) ||
+        (sc.num_layers > 0 && !(e->states = state_cache_create(e->backend, &sc, err, err_size))))
         goto fail;
     // Curator's stop strings, each a single token of this tokenizer.
     static const char *const stops[] = {"</s>", "<|endoftext|>", "<SPECIAL_12>", "</think>"};
@@ -236,25 +293,37 @@ static void queued_free(struct queued *q)
     memset(q, 0, sizeof *q);
 }
 
+static void active_release(struct nemotron_engine *e, struct active *a);
+
 void nemotron_engine_close(struct nemotron_engine *e)
 {
     if (!e)
         return;
     for (int i = 0; i < e->queued; i++)
         queued_free(&e->queue[i]);
+    for (int i = 0; i < e->active_count; i++)
+        active_release(e, &e->active[i]);
     for (int i = 0; i < e->done_count; i++) { // engine_result_free lives in engine.c
         free(e->done[i].stage1.text);
         free(e->done[i].stage2.text);
     }
     free(e->queue);
     free(e->done);
-    nemotron_runner_destroy(e->runner);
+    free(e->active);
+    free(e->logits);
+    kv_cache_free(e->kv);
+    state_cache_free(e->states);
     nemotron_vl_close(e->model);
     clipcap_tokenizer_free(e->tokenizer);
     backend_free(e->backend);
     for (int i = 0; i < 4; i++)
         free(e->info_strings[i]);
     free(e);
+}
+
+int nemotron_engine_max_batch(const struct nemotron_engine *e)
+{
+    return e->max_batch;
 }
 
 const struct engine_model_info *nemotron_engine_info(const struct nemotron_engine *e)
@@ -268,9 +337,10 @@ int nemotron_engine_submit(struct nemotron_engine *e, const struct engine_reques
                            size_t err_size)
 {
     const struct engine_frames *f = &r->frames;
-    if (e->queued + e->done_count >= e->max_requests) {
+    int in_flight = e->queued + e->active_count + e->done_count;
+    if (in_flight >= e->max_requests) {
         snprintf(err, err_size, "nemotron engine: %d requests in flight (collect results first)",
-                 e->queued + e->done_count);
+                 in_flight);
         return ENGINE_ERROR_RESOURCES;
     }
     if (f->count < 1 || f->count > MAX_FRAMES || f->width < 1 || f->height < 1 ||
@@ -313,6 +383,8 @@ int nemotron_engine_submit(struct nemotron_engine *e, const struct engine_reques
     return ENGINE_OK;
 }
 
+// Scheduling ---------------------------------------------------------------------------------
+
 static void fill_stage(struct engine_stage_output *out, struct nemotron_caption_stage *st)
 {
     out->text = st->text;
@@ -324,61 +396,387 @@ static void fill_stage(struct engine_stage_output *out, struct nemotron_caption_
     out->decode_seconds = st->decode_seconds;
 }
 
-int nemotron_engine_step(struct nemotron_engine *e, char *err, size_t err_size)
+static void free_sequence(struct nemotron_engine *e, int *kv, int *slot)
 {
-    (void)err;
-    (void)err_size;
-    if (e->queued == 0)
-        return 0;
-    struct queued *q = &e->queue[0];
-    const struct engine_request *r = &q->request;
+    if (e->kv && *kv >= 0)
+        kv_cache_sequence_free(e->kv, *kv);
+    if (e->states && *slot >= 0)
+        state_cache_slot_free(e->states, *slot);
+    *kv = *slot = -1;
+}
+
+static void active_release(struct nemotron_engine *e, struct active *a)
+{
+    free_sequence(e, &a->kv, &a->slot);
+    free_sequence(e, &a->snap_kv, &a->snap_slot);
+    sampler_destroy(a->sampler);
+    nemotron_prepared_free(&a->p);
+    free(a->prompt2);
+    for (int i = 0; i < 2; i++) {
+        free(a->stages[i].text);
+        free(a->stages[i].tokens);
+    }
+    queued_free(&a->q);
+    memset(a, 0, sizeof *a);
+}
+
+// Ends a request: its result goes to the done list and it leaves the active list.
+static void finish(struct nemotron_engine *e, int index, enum engine_status status,
+                   const char *message)
+{
+    struct active *a = &e->active[index];
     struct engine_result *res = &e->done[e->done_count++];
     memset(res, 0, sizeof *res);
-    res->caller_token = r->caller_token;
-    res->queue_seconds = now_seconds() - q->submitted;
-    struct nemotron_caption_request cq = {
-        .rgb = r->frames.rgb,
-        .frames = r->frames.count,
-        .height = r->frames.height,
-        .width = r->frames.width,
-        .frame_indices = r->frames.frame_indices,
-        .fps = r->frames.sampling_fps,
-        .evs_rate = r->evs_pruning_rate,
-        .prompt_text = r->prompt_text,
-        .stage2_prefix = r->stage2_prompt_text,
-        .max_output_tokens = r->sampling.max_output_tokens,
-    };
-    cq.sampling.greedy = r->sampling.greedy;
-    cq.sampling.temperature = r->sampling.temperature;
-    cq.sampling.top_p = r->sampling.top_p > 0 ? r->sampling.top_p : 1.0f;
-    cq.sampling.repetition_penalty =
-        r->sampling.repetition_penalty > 0 ? r->sampling.repetition_penalty : 1.0f;
-    cq.sampling.seed = r->sampling.seed;
-    memcpy(cq.sampling.stop_tokens, e->stop_tokens, sizeof e->stop_tokens);
-    cq.sampling.stop_token_count = e->stop_count;
-    struct nemotron_caption_result out;
-    char message[256];
-    if (nemotron_runner_caption(e->runner,
-                                &(struct nemotron_tokenizer_ops){encode, decode, e->tokenizer}, &cq,
-                                &out, message, sizeof message) != 0) {
-        // The runner fails on bad input (frames, prompt) or on memory; either way the request
-        // ends with its message and the engine goes on.
-        res->status = strstr(message, "out of memory") || strstr(message, "no space")
-                          ? ENGINE_ERROR_RESOURCES
-                          : ENGINE_ERROR_INPUT;
-        snprintf(res->error, sizeof res->error, "%s", message);
+    res->caller_token = a->q.request.caller_token;
+    res->status = status;
+    res->queue_seconds = a->queue_seconds;
+    if (status == ENGINE_OK) {
+        fill_stage(&res->stage1, &a->stages[0]);
+        if (a->q.request.stage2_prompt_text)
+            fill_stage(&res->stage2, &a->stages[1]);
     } else {
-        res->status = ENGINE_OK;
-        fill_stage(&res->stage1, &out.stage1);
-        if (r->stage2_prompt_text)
-            fill_stage(&res->stage2, &out.stage2);
-        nemotron_caption_result_free(&out);
+        snprintf(res->error, sizeof res->error, "%s", message);
     }
-    queued_free(q);
-    memmove(e->queue, e->queue + 1, (size_t)(e->queued - 1) * sizeof *e->queue);
-    e->queued--;
-    memset(&e->queue[e->queued], 0, sizeof *e->queue);
-    return e->queued;
+    active_release(e, a);
+    memmove(&e->active[index], &e->active[index + 1],
+            (size_t)(e->active_count - index - 1) * sizeof *e->active);
+    e->active_count--;
+    memset(&e->active[e->active_count], 0, sizeof *e->active);
+}
+
+static int new_sampler(struct nemotron_engine *e, struct active *a, char *err, size_t err_size)
+{
+    const struct engine_sampling *r = &a->q.request.sampling;
+    struct sampler_settings st = {
+        .greedy = r->greedy,
+        .temperature = r->temperature,
+        .top_p = r->top_p > 0 ? r->top_p : 1.0f,
+        .repetition_penalty = r->repetition_penalty > 0 ? r->repetition_penalty : 1.0f,
+        .seed = r->seed + (uint64_t)(a->stage - 1),
+        .stop_token_count = e->stop_count,
+    };
+    memcpy(st.stop_tokens, e->stop_tokens, sizeof e->stop_tokens);
+    sampler_destroy(a->sampler);
+    a->sampler = NULL;
+    if (sampler_create(&st, nemotron_vl_get_config(e->model)->llm.vocab_size, &a->sampler, err,
+                       err_size) != 0)
+        return -1;
+    for (int i = 0; i < a->prompt_len; i++)
+        sampler_observe(a->sampler, a->prompt[i]);
+    return 0;
+}
+
+// Blocks of the KV pool a request may need at most: both stages' prompts and outputs.
+static int blocks_needed(const struct nemotron_engine *e, const struct queued *q)
+{
+    if (!e->kv)
+        return 0;
+    const struct radio_config *v = &nemotron_vl_get_config(e->model)->vision;
+    int64_t video = (int64_t)q->request.frames.count * (radio_tokens_per_frame(v) + 32);
+    int64_t text = (int64_t)strlen(q->prompt_text) + 64; // at most one token per byte
+    int64_t out = q->request.sampling.max_output_tokens;
+    int64_t tokens = video + text + out;
+    if (q->request.stage2_prompt_text) // the fork copies the boundary block; the caption is text
+        tokens += (int64_t)strlen(q->request.stage2_prompt_text) + 8 * out + STAGE2_MARGIN + out +
+                  kv_cache_block_size(e->kv);
+    return (int)((tokens + kv_cache_block_size(e->kv) - 1) / kv_cache_block_size(e->kv));
+}
+
+static int reserved_blocks(const struct nemotron_engine *e)
+{
+    int total = 0;
+    for (int i = 0; i < e->active_count; i++)
+        total += blocks_needed(e, &e->active[i].q);
+    return total;
+}
+
+// Moves queued requests into the active set while their worst case fits: vision, EVS and the
+// prompt now, prefill in the coming steps.
+static void admit(struct nemotron_engine *e)
+{
+    while (e->queued > 0 && e->active_count < e->max_requests) {
+        struct queued *q = &e->queue[0];
+        int need = blocks_needed(e, q);
+        int slots = q->request.stage2_prompt_text ? 2 : 1;
+        int fits = (!e->kv || need <= kv_cache_num_blocks(e->kv) - reserved_blocks(e)) &&
+                   (!e->states || slots <= state_cache_free_slots(e->states));
+        if (!fits && e->active_count > 0)
+            return; // wait for running requests to finish
+        struct active *a = &e->active[e->active_count++];
+        memset(a, 0, sizeof *a);
+        a->q = *q;
+        memmove(e->queue, e->queue + 1, (size_t)(e->queued - 1) * sizeof *e->queue);
+        e->queued--;
+        memset(&e->queue[e->queued], 0, sizeof *e->queue);
+        a->kv = a->slot = a->snap_kv = a->snap_slot = -1;
+        a->stage = 1;
+        a->stage_start = now_seconds();
+        a->queue_seconds = a->stage_start - a->q.submitted;
+        char message[256];
+        if (!fits) {
+            snprintf(message, sizeof message,
+                     "nemotron engine: the request needs %d KV blocks, the pool has %d", need,
+                     e->kv ? kv_cache_num_blocks(e->kv) : 0);
+            finish(e, e->active_count - 1, ENGINE_ERROR_RESOURCES, message);
+            continue;
+        }
+        const struct engine_request *r = &a->q.request;
+        struct nemotron_caption_request cq = {
+            .rgb = r->frames.rgb,
+            .frames = r->frames.count,
+            .height = r->frames.height,
+            .width = r->frames.width,
+            .frame_indices = r->frames.frame_indices,
+            .fps = r->frames.sampling_fps,
+            .evs_rate = r->evs_pruning_rate,
+            .prompt_text = r->prompt_text,
+            .max_output_tokens = r->sampling.max_output_tokens,
+        };
+        if (nemotron_prepare(e->model, &e->tok, &cq, VISION_FRAMES, &a->p, message,
+                             sizeof message) != 0 ||
+            (e->kv && kv_cache_sequence_new(e->kv, &a->kv, message, sizeof message) != 0) ||
+            (e->states &&
+             state_cache_slot_new(e->states, &a->slot, message, sizeof message) != 0)) {
+            finish(e, e->active_count - 1,
+                   strstr(message, "out of memory") ? ENGINE_ERROR_RESOURCES : ENGINE_ERROR_INPUT,
+                   message);
+            continue;
+        }
+        a->prompt = a->p.ids;
+        a->prompt_len = a->p.count;
+        a->stages[0].prompt_tokens = a->p.count;
+        if (new_sampler(e, a, message, sizeof message) != 0) {
+            finish(e, e->active_count - 1, ENGINE_ERROR_INPUT, message);
+            continue;
+        }
+        a->stages[0].tokens = malloc((size_t)r->sampling.max_output_tokens * sizeof(int32_t));
+        a->stages[1].tokens = malloc((size_t)r->sampling.max_output_tokens * sizeof(int32_t));
+        if (!a->stages[0].tokens || !a->stages[1].tokens)
+            finish(e, e->active_count - 1, ENGINE_ERROR_RESOURCES,
+                   "nemotron engine: out of memory");
+    }
+}
+
+// After stage 1: the stage-2 prompt (the video prefix, then the refinement text) continues from
+// the snapshot; the stage-1 sequence is released.
+static int start_stage2(struct nemotron_engine *e, struct active *a, char *err, size_t err_size)
+{
+    char *text =
+        nemotron_stage2_text(a->p.after_text, a->q.request.stage2_prompt_text, a->stages[0].text);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (!text || e->tok.encode(e->tok.context, text, &ids, &n, err, err_size) != 0) {
+        if (!text)
+            snprintf(err, err_size, "nemotron engine: out of memory");
+        free(text);
+        return -1;
+    }
+    free(text);
+    a->prompt2 = malloc(((size_t)a->p.prefix + n) * sizeof(int32_t));
+    if (!a->prompt2) {
+        free(ids);
+        snprintf(err, err_size, "nemotron engine: out of memory");
+        return -1;
+    }
+    memcpy(a->prompt2, a->p.ids, (size_t)a->p.prefix * sizeof(int32_t));
+    memcpy(a->prompt2 + a->p.prefix, ids, n * sizeof(int32_t));
+    free(ids);
+    free_sequence(e, &a->kv, &a->slot);
+    a->kv = a->snap_kv;
+    a->slot = a->snap_slot;
+    a->snap_kv = a->snap_slot = -1;
+    a->stage = 2;
+    a->prompt = a->prompt2;
+    a->prompt_len = a->p.prefix + (int)n;
+    a->fed = a->p.prefix;
+    a->decoding = 0;
+    a->stages[1].prompt_tokens = a->prompt_len;
+    a->stage_start = now_seconds();
+    return new_sampler(e, a, err, err_size);
+}
+
+// Takes the next token of a decoding request from its logits; returns 1 when the request
+// finished (and was removed), 0 otherwise, -1 on an error (request finished with it).
+static int take_token(struct nemotron_engine *e, int index, float *logits)
+{
+    struct active *a = &e->active[index];
+    struct nemotron_caption_stage *st = &a->stages[a->stage - 1];
+    if (st->token_count == 0)
+        a->decode_start = now_seconds();
+    int32_t token = sampler_next(a->sampler, logits);
+    st->tokens[st->token_count++] = token;
+    st->stopped = sampler_is_stop(a->sampler, token);
+    if (!st->stopped && st->token_count < a->q.request.sampling.max_output_tokens) {
+        a->decoding = 1;
+        a->next_token = token;
+        return 0;
+    }
+    double end = now_seconds();
+    st->prefill_seconds = a->decode_start - a->stage_start;
+    st->decode_seconds = end - a->decode_start;
+    char message[256];
+    if (nemotron_detokenize_stage(&e->tok, st, message, sizeof message) != 0) {
+        finish(e, index, ENGINE_ERROR_INTERNAL, message);
+        return -1;
+    }
+    if (a->stage == 1 && a->q.request.stage2_prompt_text) {
+        if (start_stage2(e, a, message, sizeof message) != 0) {
+            finish(e, index, ENGINE_ERROR_INPUT, message);
+            return -1;
+        }
+        return 0;
+    }
+    finish(e, index, ENGINE_OK, NULL);
+    return 1;
+}
+
+int nemotron_engine_step(struct nemotron_engine *e, char *err, size_t err_size)
+{
+    admit(e);
+    if (e->active_count == 0)
+        return e->queued;
+    const struct nemotron_vl_config *c = nemotron_vl_get_config(e->model);
+    int hidden = c->llm.hidden_size, vocab = c->llm.vocab_size;
+    // This step's rows: one per decoding request, prefill chunks from a shared budget. A
+    // request whose stage 2 needs the snapshot stops its chunk at the end of the video.
+    int seqs[MAX_REQUESTS], counts[MAX_REQUESTS], members[MAX_REQUESTS];
+    int32_t slots[MAX_REQUESTS];
+    int n = 0, total = 0, images = 0, budget = PREFILL_CHUNK;
+    for (int i = 0; i < e->active_count; i++) {
+        struct active *a = &e->active[i];
+        a->step_count = 0;
+        int count = 1;
+        if (!a->decoding) {
+            int end = a->prompt_len;
+            if (a->stage == 1 && a->q.request.stage2_prompt_text && a->fed < a->p.prefix)
+                end = a->p.prefix;
+            count = end - a->fed < budget ? end - a->fed : budget;
+            if (count <= 0)
+                continue;
+            budget -= count;
+            for (int k = 0; k < a->p.image_count; k++)
+                images +=
+                    a->p.image_positions[k] >= a->fed && a->p.image_positions[k] < a->fed + count;
+        }
+        a->step_count = count;
+        seqs[n] = a->kv;
+        slots[n] = a->slot;
+        counts[n] = count;
+        members[n++] = i;
+        total += count;
+    }
+    if (n == 0)
+        return e->queued + e->active_count;
+    if (n > e->max_batch)
+        e->max_batch = n;
+    int32_t *ids = malloc((size_t)total * sizeof(int32_t));
+    int32_t *rows = malloc((size_t)(images > 0 ? images : 1) * sizeof(int32_t));
+    struct tensor *embeds = NULL;
+    struct kv_step plan;
+    memset(&plan, 0, sizeof plan);
+    int planned = 0, rc = -1;
+    int32_t query_start_no_kv[MAX_REQUESTS + 1];
+    if (!ids || !rows) {
+        snprintf(err, err_size, "nemotron engine: out of memory for a step of %d tokens", total);
+        goto done;
+    }
+    if (images > 0 && !(embeds = tensor_new_2d(e->backend, TENSOR_F32, images, hidden,
+                                               "step_image_rows", err, err_size)))
+        goto done;
+    int row = 0, image_row = 0;
+    for (int j = 0; j < n; j++) {
+        struct active *a = &e->active[members[j]];
+        query_start_no_kv[j] = row;
+        if (a->decoding) {
+            ids[row++] = a->next_token;
+            continue;
+        }
+        memcpy(ids + row, a->prompt + a->fed, (size_t)a->step_count * sizeof(int32_t));
+        // This chunk's <image> rows: consecutive rows of the request's embeddings.
+        int first = -1, count = 0;
+        for (int k = 0; k < a->p.image_count; k++) {
+            int pos = a->p.image_positions[k];
+            if (pos >= a->fed && pos < a->fed + a->step_count) {
+                first = first < 0 ? k : first;
+                rows[image_row + count++] = row + pos - a->fed;
+            }
+        }
+        if (count > 0) {
+            struct tensor *src = tensor_view(a->p.embeds, first, count, 0, NULL, err, err_size);
+            struct tensor *dst =
+                src ? tensor_view(embeds, image_row, count, 0, NULL, err, err_size) : NULL;
+            int failed = !dst || op_copy(e->backend, dst, src) != 0;
+            tensor_free(dst);
+            tensor_free(src);
+            if (failed) {
+                if (backend_error(e->backend))
+                    snprintf(err, err_size, "nemotron engine: %s", backend_error(e->backend));
+                backend_clear_error(e->backend);
+                goto done;
+            }
+            image_row += count;
+        }
+        row += a->step_count;
+    }
+    query_start_no_kv[n] = row;
+    if (e->kv) {
+        if (kv_cache_plan_step(e->kv, seqs, counts, n, &plan, err, err_size) != 0)
+            goto done;
+        planned = 1;
+    }
+    struct nemotron_h_batch batch = {
+        .num_seqs = n,
+        .total_tokens = total,
+        .token_ids = ids,
+        .query_start = e->kv ? plan.query_start : query_start_no_kv,
+        .context_lens = plan.context_lens,
+        .slot_mapping = plan.slot_mapping,
+        .block_tables = plan.block_tables,
+        .max_blocks_per_seq = plan.max_blocks,
+        .state_slots = slots,
+        .embeds = embeds,
+        .embed_rows = rows,
+        .embed_count = images,
+    };
+    if (nemotron_h_forward(nemotron_vl_llm(e->model), e->kv, e->states, &batch, e->logits, err,
+                           err_size) != 0)
+        goto done;
+    // Advance every member, last to first so that finished requests leave the active list
+    // without moving the members not yet handled.
+    for (int j = n - 1; j >= 0; j--) {
+        int index = members[j];
+        struct active *a = &e->active[index];
+        float *logits = e->logits + (size_t)j * vocab;
+        if (a->decoding) {
+            take_token(e, index, logits);
+            continue;
+        }
+        a->fed += a->step_count;
+        if (a->stage == 1 && a->q.request.stage2_prompt_text && a->fed == a->p.prefix &&
+            a->snap_slot < 0 && a->snap_kv < 0) {
+            // Snapshot at the end of the video: fork the KV blocks, copy the recurrent state.
+            char message[256];
+            if ((e->kv &&
+                 kv_cache_fork(e->kv, a->kv, a->fed, &a->snap_kv, message, sizeof message) != 0) ||
+                (e->states &&
+                 (state_cache_slot_new(e->states, &a->snap_slot, message, sizeof message) != 0 ||
+                  state_cache_copy(e->states, a->slot, a->snap_slot, message, sizeof message) !=
+                      0))) {
+                finish(e, index, ENGINE_ERROR_RESOURCES, message);
+                continue;
+            }
+        }
+        if (a->fed == a->prompt_len)
+            take_token(e, index, logits);
+    }
+    rc = e->queued + e->active_count;
+done:
+    if (planned)
+        kv_step_free(&plan);
+    tensor_free(embeds);
+    free(ids);
+    free(rows);
+    return rc;
 }
 
 int nemotron_engine_collect(struct nemotron_engine *e, struct engine_result *out, int max)
