@@ -682,29 +682,29 @@ static void accept_token(struct engine *e, struct request *r, float *logits)
         end_stage(e, r, ENGINE_FINISH_LENGTH);
 }
 
-// One LLM call over the uncached tokens of each request (a prefill: the prompt, or the rest of
-// it after a shared prefix; a decode: the last sampled token), then one sampled token each.
-// Returns 0, KV_CACHE_NO_SPACE when the pool cannot take the step now, or -1.
-static int run_step(struct engine *e, struct request **requests, int n, char *err, size_t err_size)
+// One LLM call over a mixed batch: for each request, new_tokens[i] of its uncached tokens (a
+// prompt chunk, or the last sampled token of a decoding request). Vision embeddings go to the
+// <|video_pad|> rows of the prompt chunks (copied side by side when several requests carry
+// them). Fills e->logits row i with request i's last-token logits. Returns 0,
+// KV_CACHE_NO_SPACE when the pool cannot take the step now (nothing changed), or -1.
+static int run_step(struct engine *e, struct request **requests, const int *new_tokens, int n,
+                    char *err, size_t err_size)
 {
     const struct qwen_config *c = &e->config;
     int *sequences = malloc((size_t)n * sizeof(int));
-    int *new_tokens = malloc((size_t)n * sizeof(int));
+    int *video_first = malloc((size_t)n * sizeof(int)); // first vision row of request i, or -1
+    int *video_count = calloc((size_t)n, sizeof(int));
     struct kv_step step;
     memset(&step, 0, sizeof(step));
     int32_t *ids = NULL, *positions = NULL, *embed_rows = NULL;
     struct tensor *embeds = NULL;
-    int rc = -1, embed_count = 0;
-    if (!sequences || !new_tokens) {
+    int rc = -1, embed_count = 0, sources = 0;
+    if (!sequences || !video_first || !video_count) {
         snprintf(err, err_size, "engine: out of memory for a step");
         goto done;
     }
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         sequences[i] = requests[i]->seq.kv;
-        new_tokens[i] = requests[i]->seq.count - requests[i]->seq.cached;
-        if (new_tokens[i] > e->prefill_chunk)
-            new_tokens[i] = e->prefill_chunk; // a long prompt goes in over several steps
-    }
     int planned = kv_cache_plan_step(e->kv, sequences, new_tokens, n, &step, err, err_size);
     if (planned != KV_CACHE_OK) {
         rc = planned == KV_CACHE_NO_SPACE ? KV_CACHE_NO_SPACE : -1;
@@ -722,6 +722,7 @@ static int run_step(struct engine *e, struct request **requests, int n, char *er
         struct request *r = requests[i];
         struct sequence *s = &r->seq;
         int row = step.query_start[i];
+        video_first[i] = -1;
         for (int k = 0; k < new_tokens[i]; k++, row++) {
             int index = s->cached + k;
             ids[row] = s->tokens[index];
@@ -731,16 +732,41 @@ static int run_step(struct engine *e, struct request **requests, int n, char *er
                                           : (int32_t)qwen_decode_position(index, s->rope_delta);
             int video_row = index - r->video_start;
             if (r->vision && video_row >= 0 && video_row < r->video_tokens) {
-                // Only the stage-1 prefill (one request per step) carries vision rows, and
-                // they are consecutive: the first one fixes the view's offset.
-                if (embed_count == 0) {
-                    embeds = tensor_view(r->vision, video_row, r->video_tokens - video_row, 0, NULL,
-                                         err, err_size);
-                    if (!embeds)
-                        goto done;
-                }
+                if (video_first[i] < 0)
+                    video_first[i] = video_row; // a request's video rows are consecutive
+                video_count[i]++;
                 embed_rows[embed_count++] = row;
             }
+        }
+        sources += video_count[i] > 0;
+    }
+    if (sources == 1) { // the usual case: a view of the one request's embeddings
+        for (int i = 0; i < n; i++)
+            if (video_count[i] > 0)
+                embeds = tensor_view(requests[i]->vision, video_first[i], video_count[i], 0, NULL,
+                                     err, err_size);
+        if (!embeds)
+            goto done;
+    } else if (sources > 1) { // several prompt chunks with video: side by side, in row order
+        embeds = tensor_new_2d(e->backend, TENSOR_F32, embed_count, c->text.hidden_size,
+                               "step_vision_embeddings", err, err_size);
+        if (!embeds)
+            goto done;
+        int64_t at = 0;
+        for (int i = 0; i < n; i++) {
+            if (video_count[i] == 0)
+                continue;
+            struct tensor *from = tensor_view(requests[i]->vision, video_first[i], video_count[i],
+                                              0, NULL, err, err_size);
+            struct tensor *to =
+                from ? tensor_view(embeds, at, video_count[i], 0, NULL, err, err_size) : NULL;
+            if (to)
+                op_copy(e->backend, to, from);
+            tensor_free(to);
+            tensor_free(from);
+            if (!to)
+                goto done;
+            at += video_count[i];
         }
     }
     struct qwen_text_batch batch = {.num_seqs = n,
@@ -770,15 +796,17 @@ done:
     tensor_free(embeds);
     kv_step_free(&step);
     free(sequences);
-    free(new_tokens);
+    free(video_first);
+    free(video_count);
     free(ids);
     free(positions);
     free(embed_rows);
     return rc;
 }
 
-// The admitted request at the head of the queue: vision tower, then its prompt.
-static void prefill_one(struct engine *e, struct request *r)
+// Readies an admitted request for its next prompt chunk: timing, the vision tower (stage 1,
+// once), its KV sequence. Returns 0, or fails the request and returns -1.
+static int prepare_prefill(struct engine *e, struct request *r)
 {
     char message[256];
     double started = now_seconds();
@@ -793,69 +821,21 @@ static void prefill_one(struct engine *e, struct request *r)
                           "vision_embeddings", message, sizeof(message));
         if (!r->vision) { // out of memory now: the clip may succeed later
             fail_request(e, r, ENGINE_ERROR_RESOURCES, message);
-            return;
+            return -1;
         }
         if (qwen_vision_forward(e->model, r->pixel_rows, &r->grid, r->vision, message,
                                 sizeof(message))) {
             fail_request(e, r, ENGINE_ERROR_INTERNAL, message);
-            return;
+            return -1;
         }
         free(r->pixel_rows); // the embeddings are all that is needed from here on
         r->pixel_rows = NULL;
     }
     if (r->seq.kv < 0 && kv_cache_sequence_new(e->kv, &r->seq.kv, message, sizeof(message))) {
         fail_request(e, r, ENGINE_ERROR_RESOURCES, message);
-        return;
-    }
-    int rc = run_step(e, &r, 1, message, sizeof(message));
-    if (rc == KV_CACHE_NO_SPACE) {
-        // Admission makes this rare (a stage-2 caption that re-encodes longer than its
-        // estimate). Wait for decoding requests to free blocks; with none left, never.
-        int decoding = 0;
-        for (struct request *o = e->active; o; o = o->next)
-            decoding += o->phase == PHASE_DECODE;
-        if (decoding == 0)
-            fail_request(e, r, ENGINE_ERROR_RESOURCES, message);
-        return;
-    }
-    if (rc != 0) {
-        fail_request(e, r, ENGINE_ERROR_INTERNAL, message);
-        return;
-    }
-    if (r->seq.cached < r->seq.count)
-        return; // more prompt chunks in the next steps
-    r->prefill_done_at = now_seconds();
-    tensor_free(r->vision); // stage 2 reuses the cached prefix, not the embeddings
-    r->vision = NULL;
-    r->phase = PHASE_DECODE;
-    accept_token(e, r, e->logits);
-}
-
-static int decode_all(struct engine *e, char *err, size_t err_size)
-{
-    struct request **batch = malloc((size_t)e->max_requests * sizeof(*batch));
-    if (!batch) {
-        snprintf(err, err_size, "engine: out of memory for a decode batch");
         return -1;
     }
-    int n = 0;
-    for (struct request *r = e->active; r && n < e->max_requests; r = r->next)
-        if (r->phase == PHASE_DECODE)
-            batch[n++] = r;
-    int rc = n > 0 ? run_step(e, batch, n, err, err_size) : 0;
-    if (rc == 0) {
-        for (int i = 0; i < n; i++)
-            accept_token(e, batch[i], e->logits + (size_t)i * e->config.text.vocab_size);
-    } else {
-        // Admission leaves room for every decode, so this is a backend failure: fail the
-        // batch rather than retry it forever.
-        for (int i = 0; i < n; i++)
-            fail_request(e, batch[i],
-                         rc == KV_CACHE_NO_SPACE ? ENGINE_ERROR_RESOURCES : ENGINE_ERROR_INTERNAL,
-                         err);
-    }
-    free(batch);
-    return rc == 0 ? 0 : -1;
+    return 0;
 }
 
 // Moves finished requests to the finished list (in the order they finished).
@@ -887,21 +867,93 @@ int engine_step(engine *e, char *err, size_t err_size)
         snprintf(err, err_size, "engine_step: no engine");
         return -1;
     }
-    // At most one prefill per step, in submission order (stage 2 of an earlier clip before
-    // stage 1 of a later one); a request is admitted only when the pool can hold its worst
-    // case on top of what the admitted ones may still take.
-    for (struct request *r = e->active; r; r = r->next) {
-        if (r->phase != PHASE_PREFILL)
+    int capacity = e->max_requests;
+    struct request **batch = malloc((size_t)capacity * sizeof(*batch));
+    int *new_tokens = malloc((size_t)capacity * sizeof(int));
+    int *was_prefill = malloc((size_t)capacity * sizeof(int));
+    if (!batch || !new_tokens || !was_prefill) {
+        free(batch);
+        free(new_tokens);
+        free(was_prefill);
+        snprintf(err, err_size, "engine: out of memory for a step");
+        return -1;
+    }
+    // One batch per step: prompt chunks of waiting requests, in submission order (stage 2 of
+    // an earlier clip before stage 1 of a later one) up to prefill_chunk tokens in all, and one
+    // token for every decoding request. A request is admitted only when the pool can hold its
+    // worst case on top of what the admitted ones may still take; later ones wait behind it.
+    int n = 0, prefill_budget = e->prefill_chunk, admitting = 1;
+    for (struct request *r = e->active; r && n < capacity; r = r->next) {
+        if (r->phase == PHASE_DECODE) {
+            batch[n] = r;
+            new_tokens[n] = 1;
+            was_prefill[n++] = 0;
+            continue;
+        }
+        if (r->phase != PHASE_PREFILL || prefill_budget == 0)
             continue;
         if (!r->admitted) {
-            if (kv_cache_free_blocks(e->kv) - outstanding_blocks(e) < r->peak_blocks)
-                break; // keep the order: later requests wait behind this one
+            if (!admitting ||
+                kv_cache_free_blocks(e->kv) - outstanding_blocks(e) < r->peak_blocks) {
+                admitting = 0;
+                continue;
+            }
             r->admitted = 1;
         }
-        prefill_one(e, r);
-        break;
+        if (prepare_prefill(e, r))
+            continue; // failed (and finished) the request
+        int tokens = r->seq.count - r->seq.cached;
+        if (tokens > prefill_budget)
+            tokens = prefill_budget; // a long prompt goes in over several steps
+        prefill_budget -= tokens;
+        batch[n] = r;
+        new_tokens[n] = tokens;
+        was_prefill[n++] = 1;
     }
-    int rc = decode_all(e, err, err_size);
+    int rc = n > 0 ? run_step(e, batch, new_tokens, n, err, err_size) : 0;
+    if (rc == KV_CACHE_NO_SPACE) {
+        // Admission makes this rare (a stage-2 caption that re-encodes longer than estimated):
+        // run the decodes alone and let the prompt chunks wait for blocks to be freed; with
+        // nothing decoding, nothing will be freed, so those requests fail.
+        int m = 0, decoding = 0;
+        for (int i = 0; i < n; i++)
+            decoding += !was_prefill[i];
+        for (int i = 0; i < n; i++) {
+            if (!was_prefill[i]) {
+                batch[m] = batch[i];
+                new_tokens[m] = 1;
+                was_prefill[m++] = 0;
+            } else if (decoding == 0) {
+                fail_request(e, batch[i], ENGINE_ERROR_RESOURCES, err);
+            }
+        }
+        n = m;
+        rc = n > 0 ? run_step(e, batch, new_tokens, n, err, err_size) : 0;
+    }
+    if (rc == 0) {
+        for (int i = 0; i < n; i++) {
+            struct request *r = batch[i];
+            if (r->seq.cached < r->seq.count)
+                continue; // more prompt chunks in the next steps
+            if (was_prefill[i]) {
+                r->prefill_done_at = now_seconds();
+                tensor_free(r->vision); // stage 2 reuses the cached prefix, not the embeddings
+                r->vision = NULL;
+                r->phase = PHASE_DECODE;
+            }
+            accept_token(e, r, e->logits + (size_t)i * e->config.text.vocab_size);
+        }
+    } else {
+        // A backend failure (or no room even for the decodes, which admission rules out):
+        // fail the batch rather than retry it forever.
+        for (int i = 0; i < n; i++)
+            fail_request(e, batch[i],
+                         rc == KV_CACHE_NO_SPACE ? ENGINE_ERROR_RESOURCES : ENGINE_ERROR_INTERNAL,
+                         err);
+    }
+    free(batch);
+    free(new_tokens);
+    free(was_prefill);
     retire_done(e);
     return rc == 0 ? e->in_flight : -1;
 }
