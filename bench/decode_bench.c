@@ -1,6 +1,7 @@
 // decode_bench: decode + sample throughput of media_decode_clip on 10 s 1080p30 H.264 clips.
 //
-//   decode_bench [--threads N] [--iterations K] [--no-skip] [--generate DIR] [CLIP...]
+//   decode_bench [--threads N] [--iterations K] [--no-skip] [--resize qwen] [--generate DIR]
+//   [CLIP...]
 //
 // With --generate DIR (or no CLIP), it first makes the clips with the ffmpeg CLI:
 //   DIR/h264_1080p30_bframes.mp4  libx264 preset medium (B-frames, x264's default)
@@ -53,6 +54,39 @@ static int generate(const char *dir, const char *name, const char *extra)
     return system(command);
 }
 
+#ifdef CLIPCAP_BENCH_QWEN_RESIZE
+#include "preprocess_qwen.h"
+#endif
+
+// --resize qwen: also turn every window's frames into Qwen2.5-VL pixel rows (smart_resize
+// with Curator's limits, bicubic, normalize, patchify), the CPU work a node does per clip
+// before the GPU sees it.
+static bool resize_qwen;
+
+static int resize_windows(const media_clip *clip, char *err, size_t err_size)
+{
+#ifdef CLIPCAP_BENCH_QWEN_RESIZE
+    struct qwen_video_limits limits;
+    qwen_video_limits_curator(&limits);
+    size_t frame_bytes = (size_t)clip->width * (size_t)clip->height * 3;
+    for (int w = 0; w < clip->window_count; w++) {
+        const media_window *window = &clip->windows[w];
+        struct qwen_video_plan plan;
+        float *pixels = NULL;
+        if (qwen_video_preprocess_alloc(clip->rgb + (size_t)window->first_sample * frame_bytes,
+                                        window->sample_count, clip->height, clip->width, &limits,
+                                        &plan, &pixels, err, err_size) != 0)
+            return -1;
+        free(pixels);
+    }
+    return 0;
+#else
+    (void)clip;
+    snprintf(err, err_size, "built without the engine's preprocessing");
+    return -1;
+#endif
+}
+
 static int bench_clip(const char *path, int threads, int iterations, bool skip)
 {
     size_t size = 0;
@@ -89,6 +123,12 @@ static int bench_clip(const char *path, int threads, int iterations, bool skip)
             free(data);
             return 1;
         }
+        if (resize_qwen && resize_windows(clip, err, sizeof(err)) != 0) {
+            fprintf(stderr, "decode_bench: %s: %s\n", path, err);
+            media_clip_free(clip);
+            free(data);
+            return 1;
+        }
         media_clip_free(clip);
     }
     double elapsed = clock_seconds(CLOCK_MONOTONIC) - start;
@@ -113,13 +153,17 @@ int main(int argc, char **argv)
             threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--iterations") == 0 && i + 1 < argc)
             iterations = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--resize") == 0 && i + 1 < argc &&
+                 strcmp(argv[i + 1], "qwen") == 0)
+            resize_qwen = true, i++;
         else if (strcmp(argv[i], "--no-skip") == 0)
             skip = false;
         else if (strcmp(argv[i], "--generate") == 0 && i + 1 < argc)
             generate_dir = argv[++i];
         else if (argv[i][0] == '-') {
             fprintf(stderr,
-                    "usage: %s [--threads N] [--iterations K] [--no-skip] [--generate DIR] "
+                    "usage: %s [--threads N] [--iterations K] [--no-skip] [--resize qwen] "
+                    "[--generate DIR] "
                     "[CLIP...]\n",
                     argv[0]);
             return 2;
