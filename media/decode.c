@@ -65,6 +65,13 @@ void media_limits_default(media_limits *limits)
     };
 }
 
+// The most pixels a frame may have under the caps (libavcodec's max_pixels).
+static int64_t frame_pixel_cap(const media_limits *limits)
+{
+    int64_t by_size = (int64_t)limits->max_width * limits->max_height;
+    return by_size < limits->max_pixels_per_frame ? by_size : limits->max_pixels_per_frame;
+}
+
 void media_sampling_default(media_sampling *sampling)
 {
     *sampling = (media_sampling){
@@ -381,7 +388,7 @@ static enum media_error decode_frames(decode_state *state, const uint8_t *data, 
     state->decoder->pkt_timebase = state->format->streams[stream_index]->time_base;
     // The header's size passed the caps; a bitstream that later grows past them is refused by
     // libavcodec itself before it allocates the frame.
-    state->decoder->max_pixels = limits->max_pixels_per_frame;
+    state->decoder->max_pixels = frame_pixel_cap(limits);
     int status = avcodec_open2(state->decoder, codec, NULL);
     if (status < 0)
         return fail(MEDIA_ERR_UNDECODABLE, err, err_size, "cannot open decoder %s: %s", codec->name,
@@ -644,7 +651,34 @@ enum media_error media_decode_clip(const uint8_t *data, size_t size, const media
                          "not an MP4/MOV/Matroska/WebM container (%s)", av_err2str(status));
         goto fail;
     }
-    status = avformat_find_stream_info(state.format, NULL);
+    // avformat_find_stream_info decodes a frame or more of each stream with decoders of its
+    // own (an 8K H.264 frame costs it ~80 MB): they get the pixel cap, and where the container
+    // states the clip's frame size (MP4, Matroska) a size over the caps is refused before.
+    int declared_stream = first_video_stream(state.format);
+    if (declared_stream >= 0) {
+        const AVCodecParameters *declared = state.format->streams[declared_stream]->codecpar;
+        int width = declared->width, height = declared->height;
+        if (width > 0 && height > 0 &&
+            (width > limits->max_width || height > limits->max_height ||
+             (int64_t)width * height > limits->max_pixels_per_frame)) {
+            error = fail(MEDIA_ERR_TOO_LARGE, err, err_size,
+                         "frame size %dx%d (caps: %dx%d, %" PRId64 " pixels)", width, height,
+                         limits->max_width, limits->max_height, limits->max_pixels_per_frame);
+            goto fail;
+        }
+    }
+    AVDictionary **stream_options =
+        calloc(state.format->nb_streams ? state.format->nb_streams : 1, sizeof(*stream_options));
+    if (!stream_options) {
+        error = fail(MEDIA_ERR_OUT_OF_MEMORY, err, err_size, "stream options");
+        goto fail;
+    }
+    for (unsigned i = 0; i < state.format->nb_streams; i++)
+        av_dict_set_int(&stream_options[i], "max_pixels", frame_pixel_cap(limits), 0);
+    status = avformat_find_stream_info(state.format, stream_options);
+    for (unsigned i = 0; i < state.format->nb_streams; i++)
+        av_dict_free(&stream_options[i]);
+    free(stream_options);
     if (status < 0) {
         error = fail(MEDIA_ERR_UNDECODABLE, err, err_size, "reading stream information: %s",
                      av_err2str(status));
