@@ -36,7 +36,8 @@ typedef struct nemotron_vl nemotron_vl;
 // Opens the model in dir: reads the config, checks every tensor of the checkpoint against it
 // (names, shapes, accepted dtypes: language-model linears may be FP8 or NVFP4) and binds the
 // LLM and the vision side. With random_weights, the checkpoint is not read: weights are
-// generated from config.json alone (weights.h), stored as f32 (tiny) or bf16 (large).
+// generated from config.json alone (weights.h), stored as f32 (tiny), bf16 (up to 4e9
+// parameters) or, for the full 12B, with the matrices in fp8 e4m3 (about 13 GB).
 int nemotron_vl_open(const char *dir, struct backend *backend, int random_weights, uint64_t seed,
                      nemotron_vl **out, char *err, size_t err_size);
 void nemotron_vl_close(nemotron_vl *model);

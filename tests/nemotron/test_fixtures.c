@@ -759,6 +759,86 @@ static void test_runner(void **state)
     fixture_close(x);
 }
 
+// A copy of the bf16 checkpoint in a temporary folder with one tensor changed: its dtype to
+// `dtype` (same element count, bytes from the original) or its first dimension cut by one.
+static void write_altered_checkpoint(const char *tmp, const char *name,
+                                     enum safetensors_dtype dtype, int cut_rows)
+{
+    char src[1200], path[1300], err[512];
+    snprintf(src, sizeof src, "%s/tiny/checkpoint-bf16", fixtures_root);
+    static const char *const files[] = {"config.json", "generation_config.json"};
+    for (size_t i = 0; i < 2; i++) {
+        char from[1300], cmd[3000];
+        snprintf(from, sizeof from, "%s/%s", src, files[i]);
+        snprintf(cmd, sizeof cmd, "cp '%s' '%s/'", from, tmp);
+        assert_int_equal(system(cmd), 0);
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", src);
+    struct safetensors_file *f = safetensors_open(path, err, sizeof err);
+    assert_non_null(f);
+    const struct safetensors_header *h = safetensors_header(f);
+    struct safetensors_write_entry *entries = calloc(h->count, sizeof *entries);
+    int64_t(*shapes)[TENSOR_MAX_DIMS] = calloc(h->count, sizeof *shapes);
+    for (size_t i = 0; i < h->count; i++) {
+        const struct safetensors_entry *e = &h->entries[i];
+        memcpy(shapes[i], e->shape, sizeof shapes[i]);
+        entries[i] = (struct safetensors_write_entry){e->name, e->dtype, e->ndim, shapes[i],
+                                                      safetensors_data(f, e)};
+        if (!strcmp(e->name, name)) {
+            if (cut_rows)
+                shapes[i][0] -= 1;
+            else
+                entries[i].dtype = dtype; // F8 (1 byte) over the first bytes of the bf16 data
+        }
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", tmp);
+    if (safetensors_write(path, entries, h->count, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    free(entries);
+    free(shapes);
+    safetensors_close(f);
+}
+
+// Checkpoints that do not match the model fail with a message naming the tensor; random weights
+// from config.json alone give a working model.
+static void test_bad_tensors_and_random_weights(void **state)
+{
+    (void)state;
+    char tmp[] = "/tmp/nemotron-test-XXXXXX", err[512];
+    assert_non_null(mkdtemp(tmp));
+    struct backend *be = backend_cpu_create(1, err, sizeof err);
+    nemotron_vl *m = NULL;
+    // conv1d stays unquantized: an fp8 conv1d weight is refused, even in an FP8 checkpoint.
+    const char *conv = "language_model.backbone.layers.0.mixer.conv1d.weight";
+    write_altered_checkpoint(tmp, conv, SAFETENSORS_F8_E4M3, 0);
+    assert_int_not_equal(nemotron_vl_open(tmp, be, 0, 0, &m, err, sizeof err), 0);
+    assert_non_null(strstr(err, conv));
+    // A linear layer may be fp8 only when hf_quant_config.json says FP8.
+    const char *in_proj = "language_model.backbone.layers.3.mixer.in_proj.weight";
+    write_altered_checkpoint(tmp, in_proj, SAFETENSORS_F8_E4M3, 0);
+    assert_int_not_equal(nemotron_vl_open(tmp, be, 0, 0, &m, err, sizeof err), 0);
+    assert_non_null(strstr(err, in_proj));
+    // A shape the config does not imply.
+    const char *qkv = "vision_model.radio_model.model.blocks.1.attn.qkv.weight";
+    write_altered_checkpoint(tmp, qkv, SAFETENSORS_BF16, 1);
+    assert_int_not_equal(nemotron_vl_open(tmp, be, 0, 0, &m, err, sizeof err), 0);
+    assert_non_null(strstr(err, qkv));
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    assert_int_equal(system(cmd), 0);
+
+    // Random weights: the same config, no checkpoint read.
+    char dir[1200];
+    snprintf(dir, sizeof dir, "%s/tiny/checkpoint-bf16", fixtures_root);
+    if (nemotron_vl_open(dir, be, 1, 1234, &m, err, sizeof err) != 0)
+        fail_msg("random weights: %s", err);
+    const struct tensor *t = nemotron_vl_tensor(m, in_proj);
+    assert_non_null(t);
+    assert_int_equal(t->dtype, TENSOR_F32); // tiny: f32
+    nemotron_vl_close(m);
+    backend_free(be);
+}
+
 // Bad checkpoints fail with a message naming the cause.
 static void test_bad_checkpoint(void **state)
 {
@@ -792,6 +872,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_batched_step),
         cmocka_unit_test(test_runner),
         cmocka_unit_test(test_bad_checkpoint),
+        cmocka_unit_test(test_bad_tensors_and_random_weights),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
