@@ -572,6 +572,11 @@ static int start_stage2(struct nemotron_engine *e, struct active *a, char *err, 
         return -1;
     }
     free(text);
+    if (n == 0) { // cannot happen ("\n" at least), but an empty stage would never advance
+        free(ids);
+        snprintf(err, err_size, "nemotron engine: empty stage-2 prompt");
+        return -1;
+    }
     a->prompt2 = malloc(((size_t)a->p.prefix + n) * sizeof(int32_t));
     if (!a->prompt2) {
         free(ids);
@@ -739,8 +744,13 @@ int nemotron_engine_step(struct nemotron_engine *e, char *err, size_t err_size)
         .embed_count = images,
     };
     if (nemotron_h_forward(nemotron_vl_llm(e->model), e->kv, e->states, &batch, e->logits, err,
-                           err_size) != 0)
+                           err_size) != 0) {
+        // The step's sequences are now ahead of their requests (the plan reserved their rows):
+        // end those requests with the error rather than resume them inconsistently.
+        for (int j = n - 1; j >= 0; j--)
+            finish(e, members[j], ENGINE_ERROR_INTERNAL, err);
         goto done;
+    }
     // Advance every member, last to first so that finished requests leave the active list
     // without moving the members not yet handled.
     for (int j = n - 1; j >= 0; j--) {
