@@ -63,8 +63,8 @@ static struct attention_plan make_plan(const struct cuda_attention_args *a)
     p.split_len = round_up((max_keys + p.splits - 1) / p.splits, ATTENTION_KEYS);
     if (p.split_len < ATTENTION_KEYS)
         p.split_len = ATTENTION_KEYS;
-    p.use_mma =
-        !a->exact && attention_mma_supports(a->head_dim) && a->tokens >= ATTENTION_MMA_MIN_QUERIES;
+    p.use_mma = a->path == 0 && attention_mma_supports(a->head_dim) &&
+                a->tokens >= ATTENTION_MMA_MIN_QUERIES;
     p.mma_max_tiles =
         p.use_mma ? (a->tokens + ATTENTION_MMA_ROWS - 1) / ATTENTION_MMA_ROWS + a->num_seqs : 0;
     p.tile_start_bytes = (size_t)round_up((a->num_seqs + 1) * (int64_t)sizeof(int), 256);
@@ -364,7 +364,9 @@ extern "C" cudaError_t cuda_attention(cudaStream_t stream, const struct cuda_att
             return e;
     }
     dim3 grid((unsigned)plan.max_tiles, (unsigned)a->num_kv_heads, (unsigned)plan.splits);
-    if (a->paged && a->cache_dtype == TENSOR_BF16)
+    if (a->path != 2 && attention_decode_supports(&p, a->cache_dtype))
+        e = attention_decode_launch(stream, &p, a->cache_dtype, grid, map, partials);
+    else if (a->paged && a->cache_dtype == TENSOR_BF16)
         e = launch_attention_dims<__nv_bfloat16>(stream, &p, grid, map, partials);
     else
         e = launch_attention_dims<float>(stream, &p, grid, map, partials);

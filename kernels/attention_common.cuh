@@ -123,4 +123,9 @@ bool attention_mma_supports(int head_dim);
 cudaError_t attention_mma_launch(cudaStream_t stream, const struct attention_params *p,
                                  int cache_dtype, const int2 *map, int64_t max_tiles);
 
+// Few-query kernel (attention_decode.cu): attention.cu's tiles, splits and partials.
+bool attention_decode_supports(const struct attention_params *p, int cache_dtype);
+cudaError_t attention_decode_launch(cudaStream_t stream, const struct attention_params *p,
+                                    int cache_dtype, dim3 grid, const int2 *map, float *partials);
+
 #endif

@@ -26,7 +26,7 @@ struct cuda_context {
     void *scratch; // grows on demand; ops run in stream order, so one region serves all
     size_t scratch_bytes;
     struct cuda_matmul *matmul;
-    int exact_attention; // 1: f32 CUDA-core attention only
+    enum cuda_attention_path attention_path;
 };
 
 static struct cuda_context *cuda(struct backend *be)
@@ -342,7 +342,7 @@ static int run_attention(struct backend *be, const char *op, struct cuda_attenti
 {
     struct cuda_context *c = cuda(be);
     args->multiprocessors = c->multiprocessors;
-    args->exact = c->exact_attention;
+    args->path = (int)c->attention_path;
     if (args->head_dim > 256)
         return backend_set_error(be, "%s: head_dim %d > 256 is not implemented on CUDA", op,
                                  args->head_dim);
@@ -541,6 +541,28 @@ static int cuda_softmax_op(struct backend *be, struct tensor *out, const struct 
                                  tensor_cols(x), inv_temperature));
 }
 
+static int cuda_sample_op(struct backend *be, struct tensor *out, struct tensor *logits,
+                          const struct tensor *seen, const struct tensor *params,
+                          const struct tensor *random)
+{
+    int64_t rows = tensor_rows(logits), vocab = tensor_cols(logits);
+    if (rows == 0)
+        return 0;
+    void *workspace = scratch(be, "sample", cuda_sample_workspace(rows, vocab));
+    if (!workspace)
+        return -1;
+    return launched(be, "sample",
+                    cuda_sample(cuda(be)->stream, out->data, logits->data, seen->data, params->data,
+                                random->data, rows, vocab, workspace));
+}
+
+static int cuda_mark_seen_op(struct backend *be, struct tensor *seen, const struct tensor *ids)
+{
+    return launched(be, "mark_seen",
+                    cuda_mark_seen(cuda(be)->stream, seen->data, ids->data, tensor_rows(seen),
+                                   tensor_cols(seen)));
+}
+
 // The table ------------------------------------------------------------------------------------
 
 static const struct backend_ops cuda_ops = {
@@ -573,13 +595,15 @@ static const struct backend_ops cuda_ops = {
     .slice_columns = cuda_slice_columns_op,
     .argmax = cuda_argmax_op,
     .softmax = cuda_softmax_op,
+    .sample = cuda_sample_op,
+    .mark_seen = cuda_mark_seen_op,
 };
 
-int backend_cuda_set_exact_attention(struct backend *be, int exact)
+int backend_cuda_set_attention_path(struct backend *be, enum cuda_attention_path path)
 {
-    if (be->ops != &cuda_ops)
+    if (be->ops != &cuda_ops || (unsigned)path > CUDA_ATTENTION_REFERENCE)
         return -1;
-    cuda(be)->exact_attention = exact != 0;
+    cuda(be)->attention_path = path;
     return 0;
 }
 

@@ -25,11 +25,19 @@ int backend_cuda_device_count(char *err, size_t err_size);
 // with a message naming the cause (no device, driver error, out of memory).
 struct backend *backend_cuda_create(int device, char *err, size_t err_size);
 
-// Attention of sequences with 16 or more queries (prefill) runs on tensor cores with q, k, v and
-// the probabilities in bf16 (f32 scores and sums), as FlashAttention does; decode rows and head
-// dims other than 64, 80 and 128 use an f32 CUDA-core kernel. exact = 1 sends everything to the
-// f32 kernel (slower; for accuracy checks). Returns -1 if be is not a CUDA backend.
-int backend_cuda_set_exact_attention(struct backend *be, int exact);
+// Which attention kernels run (op_attention, op_attention_paged):
+enum cuda_attention_path {
+    // Sequences with 16 or more queries (prefill, prefill chunks, vision windows) on tensor cores
+    // with q, k, v and the probabilities in bf16 (f32 scores and sums, as FlashAttention);
+    // fewer queries (decode) on an f32 kernel that reads the cache at memory speed. The default.
+    CUDA_ATTENTION_FAST = 0,
+    // f32 arithmetic throughout (no tensor cores): slower prefill, for accuracy checks.
+    CUDA_ATTENTION_EXACT = 1,
+    // Only the generic f32 kernel (the slow reference the others are tested against).
+    CUDA_ATTENTION_REFERENCE = 2,
+};
+// Returns -1 if be is not a CUDA backend or path is unknown.
+int backend_cuda_set_attention_path(struct backend *be, enum cuda_attention_path path);
 
 #ifdef __cplusplus
 }

@@ -94,6 +94,17 @@ cudaError_t cuda_argmax(cudaStream_t stream, int32_t *out, const void *x, int x_
 cudaError_t cuda_softmax(cudaStream_t stream, float *out, const float *x, int64_t rows,
                          int64_t cols, float inv_temperature);
 
+// op_sample: rows of f32 logits [rows, vocab] (modified in place), seen u8 [rows, vocab], params
+// f32 [rows, 3], random i64 [rows] -> out i32 [rows]. Scratch: cuda_sample_workspace bytes
+// (rows are processed CUDA_SAMPLE_SLOTS at a time).
+#define CUDA_SAMPLE_SLOTS 64
+size_t cuda_sample_workspace(int64_t rows, int64_t vocab);
+cudaError_t cuda_sample(cudaStream_t stream, int32_t *out, float *logits, const uint8_t *seen,
+                        const float *params, const int64_t *random, int64_t rows, int64_t vocab,
+                        void *workspace);
+cudaError_t cuda_mark_seen(cudaStream_t stream, uint8_t *seen, const int32_t *ids, int64_t rows,
+                           int64_t vocab);
+
 // Matmul helpers (the GEMM itself is cuBLASLt, matmul_cublaslt.c) ------------------------------
 
 // out[M,N] (f32 or bf16) = x[M,K] (f32 or bf16) @ w[N,K]^T (f32 or bf16) + bias (f32 [N] or
@@ -123,7 +134,10 @@ struct cuda_attention_args {
     int causal, paged;
     float scale;
     int multiprocessors;
-    int exact; // 1: f32 CUDA-core kernel only (no bf16 tensor-core path)
+    // 0: tensor cores for sequences of >= 16 queries, the few-query kernel for the others;
+    // 1 (exact): no tensor cores (f32 arithmetic throughout); 2: the generic f32 kernel only
+    // (the slow reference path, for tests).
+    int path;
 };
 // Bytes of device workspace cuda_attention needs for these arguments.
 size_t cuda_attention_workspace(const struct cuda_attention_args *args);

@@ -35,8 +35,11 @@ struct op_summary {
 };
 
 static struct backend *cpu, *gpu;
-static int cuda_device;         // gpu is the CUDA backend (not --cpu-vs-cpu)
-static int exact_attention = 1; // attention on the f32 kernel (tight tolerance) or tensor cores
+static int cuda_device; // gpu is the CUDA backend (not --cpu-vs-cpu)
+// The CUDA attention path under test: reference and exact are f32 (tight tolerance), fast puts
+// prefill rows on bf16 tensor cores (bf16-level tolerance).
+static enum cuda_attention_path attention_path = CUDA_ATTENTION_REFERENCE;
+static const char *const path_names[] = {"fast", "exact", "ref"};
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static int failures, quick;
 static struct op_summary summaries[MAX_OPS];
@@ -352,20 +355,20 @@ static void time_attention(const char *what, int64_t tokens, int64_t seq_len, in
         flops +=
             4.0 * heads * head_dim * (mask == ATTENTION_CAUSAL ? len * (len + 1) / 2 : len * len);
     }
-    for (int mode = 0; mode < 2; mode++) {
-        backend_cuda_set_exact_attention(gpu, mode == 0);
+    for (int mode = CUDA_ATTENTION_REFERENCE; mode >= 0; mode--) {
+        backend_cuda_set_attention_path(gpu, (enum cuda_attention_path)mode);
         op_attention(gpu, out, q, k, k, cu, heads, kv_heads, head_dim, mask, 0.1f);
         backend_synchronize(gpu);
-        int reps = mode == 0 ? 2 : 5;
+        int reps = mode == 0 ? 5 : 2;
         double t0 = seconds_now();
         for (int i = 0; i < reps; i++)
             op_attention(gpu, out, q, k, k, cu, heads, kv_heads, head_dim, mask, 0.1f);
         backend_synchronize(gpu);
         double t = (seconds_now() - t0) / reps;
-        printf("time attention %s (%s): %.3f ms, %.1f TFLOP/s\n", what, mode == 0 ? "f32" : "mma",
-               t * 1e3, flops / t / 1e12);
+        printf("time attention %s (%s): %.3f ms, %.1f TFLOP/s\n", what, path_names[mode], t * 1e3,
+               flops / t / 1e12);
     }
-    backend_cuda_set_exact_attention(gpu, exact_attention);
+    backend_cuda_set_attention_path(gpu, attention_path);
     tensor_free(cu);
     tensor_free(q);
     tensor_free(k);
@@ -407,8 +410,8 @@ static void time_attention_paged(const char *what, int64_t seqs, int64_t queries
     op_copy(gpu, cache, zero);
     tensor_free(zero);
     double keys_read = (double)seqs * context * kv_heads * head_dim * 2 * 2; // k and v, bf16
-    for (int mode = 0; mode < 2; mode++) {
-        backend_cuda_set_exact_attention(gpu, mode == 0);
+    for (int mode = CUDA_ATTENTION_REFERENCE; mode >= 0; mode--) {
+        backend_cuda_set_attention_path(gpu, (enum cuda_attention_path)mode);
         op_attention_paged(gpu, out, q, cache, cache, qs, cl, bt, heads, kv_heads, head_dim, 0.1f);
         backend_synchronize(gpu);
         int reps = 5;
@@ -420,9 +423,9 @@ static void time_attention_paged(const char *what, int64_t seqs, int64_t queries
         double t = (seconds_now() - t0) / reps;
         double flops = 4.0 * heads * head_dim * (double)queries * (double)context * seqs;
         printf("time attention_paged %s (%s): %.3f ms, %.1f TFLOP/s, %.0f GB/s of cache\n", what,
-               mode == 0 ? "f32" : "mma", t * 1e3, flops / t / 1e12, keys_read / t / 1e9);
+               path_names[mode], t * 1e3, flops / t / 1e12, keys_read / t / 1e9);
     }
-    backend_cuda_set_exact_attention(gpu, exact_attention);
+    backend_cuda_set_attention_path(gpu, attention_path);
     tensor_free(cache);
     tensor_free(bt);
     tensor_free(qs);
@@ -718,6 +721,124 @@ static void test_sampling(void)
     }
 }
 
+// op_sample / op_mark_seen: the same ids as the CPU (sampler.c's rules), logits modified alike.
+// spike > 0: one token per row gets logit `spike` over a flat rest, so the candidates above
+// max_prob * 1e-4 miss top_p and the whole vocabulary is sorted (sampler.c's second pass).
+static void test_sample_case(int64_t rows, int64_t vocab, const float (*params)[3], float spread,
+                             float spike)
+{
+    char name[96];
+    snprintf(name, sizeof name, "%lld rows x %lld spread %g spike %g", (long long)rows,
+             (long long)vocab, spread, spike);
+    float *values = malloc(sizeof(float) * (size_t)(rows * vocab > 0 ? rows * vocab : 1));
+    for (int64_t i = 0; i < rows * vocab; i++)
+        values[i] = uniform(-spread, spread);
+    for (int64_t r = 0; spike > 0 && r < rows; r++)
+        values[r * vocab + (r * 7919) % vocab] = spike;
+    int64_t logit_shape[2] = {rows, vocab};
+    struct pair logits = pair_from_host(TENSOR_F32, 2, logit_shape, values, "logits");
+    free(values);
+    uint8_t *zeros = calloc((size_t)(rows * vocab > 0 ? rows * vocab : 1), 1);
+    int64_t shape[2] = {rows, vocab};
+    struct pair seen = pair_from_host(TENSOR_U8, 2, shape, zeros, "seen");
+    free(zeros);
+    // Mark a few tokens per row through op_mark_seen (ids out of range are ignored).
+    for (int round = 0; round < 4; round++) {
+        int32_t ids[8];
+        for (int64_t r = 0; r < rows; r++)
+            ids[r] = round == 3 && r == 0 ? (int32_t)vocab : random_int((int)vocab);
+        struct pair id_pair = pair_i32(ids, rows, "ids");
+        op_mark_seen(cpu, seen.cpu, id_pair.cpu);
+        op_mark_seen(gpu, seen.gpu, id_pair.gpu);
+        pair_free(&id_pair);
+    }
+    compare("mark_seen", name, &seen, 0, 0);
+    float param_values[8][3];
+    int64_t random_values[8];
+    for (int64_t r = 0; r < rows; r++) {
+        memcpy(param_values[r], params[r], sizeof param_values[r]);
+        random_values[r] = (int64_t)next_random();
+    }
+    int64_t param_shape[2] = {rows, 3};
+    struct pair param_pair = pair_from_host(TENSOR_F32, 2, param_shape, param_values, "params");
+    struct pair random_pair = pair_from_host(TENSOR_I64, 1, &rows, random_values, "random");
+    struct pair out = pair_i32(NULL, rows, "tokens");
+    op_sample(cpu, out.cpu, logits.cpu, seen.cpu, param_pair.cpu, random_pair.cpu);
+    op_sample(gpu, out.gpu, logits.gpu, seen.gpu, param_pair.gpu, random_pair.gpu);
+    compare("sample", name, &out, 0, 0);
+    compare("sample", "  (logits after penalty, temperature)", &logits, 0, 0);
+    pair_free(&logits);
+    pair_free(&seen);
+    pair_free(&param_pair);
+    pair_free(&random_pair);
+    pair_free(&out);
+}
+
+// op_sample throughput on the GPU alone (information): rows of Qwen's vocabulary.
+static void time_sample(int64_t rows, float temperature, float top_p)
+{
+    int64_t vocab = 152064, shape[2] = {rows, vocab}, param_shape[2] = {rows, 3};
+    float *params = malloc(sizeof(float) * 3 * (size_t)rows);
+    int64_t *random = malloc(sizeof(int64_t) * (size_t)rows);
+    float *values = malloc(sizeof(float) * (size_t)(rows * vocab));
+    for (int64_t r = 0; r < rows; r++) {
+        params[r * 3] = temperature, params[r * 3 + 1] = top_p, params[r * 3 + 2] = 1.05f;
+        random[r] = (int64_t)next_random();
+    }
+    for (int64_t i = 0; i < rows * vocab; i++)
+        values[i] = uniform(-15, 15);
+    struct tensor *logits =
+        tensor_from_host(gpu, TENSOR_F32, 2, shape, values, "logits", err, sizeof err);
+    struct tensor *seen = tensor_new(gpu, TENSOR_U8, 2, shape, "seen", err, sizeof err);
+    struct tensor *p =
+        tensor_from_host(gpu, TENSOR_F32, 2, param_shape, params, "p", err, sizeof err);
+    struct tensor *u = tensor_from_host(gpu, TENSOR_I64, 1, &rows, random, "u", err, sizeof err);
+    struct tensor *out = tensor_new_1d(gpu, TENSOR_I32, rows, "out", err, sizeof err);
+    if (!logits || !seen || !p || !u || !out)
+        die("timing tensors");
+    memset(values, 0, (size_t)(rows * vocab)); // zero bytes for seen
+    tensor_write(seen, values, (size_t)(rows * vocab), err, sizeof err);
+    op_sample(gpu, out, logits, seen, p, u);
+    backend_synchronize(gpu);
+    int reps = 5;
+    double t0 = seconds_now();
+    for (int i = 0; i < reps; i++)
+        op_sample(gpu, out, logits, seen, p, u);
+    backend_synchronize(gpu);
+    printf("time sample %lld rows x %lld T=%.1f top_p=%.2f: %.3f ms\n", (long long)rows,
+           (long long)vocab, temperature, top_p, (seconds_now() - t0) / reps * 1e3);
+    tensor_free(logits);
+    tensor_free(seen);
+    tensor_free(p);
+    tensor_free(u);
+    tensor_free(out);
+    free(params);
+    free(random);
+    free(values);
+}
+
+static void test_sample(void)
+{
+    // {temperature, top_p, repetition penalty}: greedy; Curator's Nemotron (0.6, 0.95); Qwen's
+    // (0.1, 0.001, 1.05); plain sampling; hot and flat (the top-p set needs the second pass).
+    const float params[8][3] = {{0.0f, 1.0f, 1.0f}, {0.6f, 0.95f, 1.0f}, {0.1f, 0.001f, 1.05f},
+                                {1.0f, 1.0f, 1.0f}, {2.0f, 0.9f, 1.2f},  {0.7f, 0.5f, 0.0f},
+                                {0.0f, 0.5f, 1.3f}, {1.0f, 0.99f, 1.1f}};
+    const float second_pass[8][3] = {{1.0f, 0.9f, 1.0f}, {1.0f, 0.5f, 1.1f}, {1.5f, 0.95f, 1.0f},
+                                     {1.0f, 0.3f, 1.0f}, {1.0f, 0.9f, 1.0f}, {1.0f, 0.9f, 1.0f},
+                                     {1.0f, 0.9f, 1.0f}, {1.0f, 0.9f, 1.0f}};
+    test_sample_case(0, 11, params, 5, 0);
+    test_sample_case(3, 1, params, 5, 0);
+    test_sample_case(8, 7, params, 3, 0);
+    test_sample_case(8, 1000, params, 10, 0);
+    test_sample_case(8, 1000, params, 0.05f, 0);
+    test_sample_case(4, 50000, second_pass, 0.1f, 11);
+    if (!quick) {
+        test_sample_case(8, 152064, params, 15, 0);
+        test_sample_case(4, 152064, second_pass, 0.2f, 12);
+    }
+}
+
 // Attention ------------------------------------------------------------------------------------
 
 static void test_attention_case(const int32_t *lengths, int num_seqs, int heads, int kv_heads,
@@ -729,9 +850,9 @@ static void test_attention_case(const int32_t *lengths, int num_seqs, int heads,
         starts[s + 1] = starts[s] + lengths[s];
     int64_t tokens = starts[num_seqs];
     char name[96];
-    snprintf(name, sizeof name, "%s %s T%lld seqs %d heads %d/%d d%d",
-             exact_attention ? "f32" : "mma", mask == ATTENTION_CAUSAL ? "causal" : "full",
-             (long long)tokens, num_seqs, heads, kv_heads, head_dim);
+    snprintf(name, sizeof name, "%s %s T%lld seqs %d heads %d/%d d%d", path_names[attention_path],
+             mask == ATTENTION_CAUSAL ? "causal" : "full", (long long)tokens, num_seqs, heads,
+             kv_heads, head_dim);
     struct pair q = pair_random_2d(TENSOR_F32, tokens, (int64_t)heads * head_dim, -1, 1, "q");
     struct pair k = pair_random_2d(TENSOR_F32, tokens, (int64_t)kv_heads * head_dim, -1, 1, "k");
     struct pair v = pair_random_2d(TENSOR_F32, tokens, (int64_t)kv_heads * head_dim, -1, 1, "v");
@@ -740,7 +861,8 @@ static void test_attention_case(const int32_t *lengths, int num_seqs, int heads,
     float scale = 1.0f / sqrtf((float)head_dim);
     op_attention(cpu, out.cpu, q.cpu, k.cpu, v.cpu, cu.cpu, heads, kv_heads, head_dim, mask, scale);
     op_attention(gpu, out.gpu, q.gpu, k.gpu, v.gpu, cu.gpu, heads, kv_heads, head_dim, mask, scale);
-    compare("attention", name, &out, exact_attention ? 1e-5 : 2e-3, exact_attention ? 1e-4 : 1e-2);
+    int bf16 = attention_path == CUDA_ATTENTION_FAST;
+    compare("attention", name, &out, bf16 ? 2e-3 : 1e-5, bf16 ? 1e-2 : 1e-4);
     pair_free(&q);
     pair_free(&k);
     pair_free(&v);
@@ -843,8 +965,8 @@ static void test_paged_case(const int32_t *queries, const int32_t *contexts, int
                        context_lens.cpu, block_tables.cpu, heads, kv_heads, head_dim, scale);
     op_attention_paged(gpu, out.gpu, q.gpu, k_cache.gpu, v_cache.gpu, query_start.gpu,
                        context_lens.gpu, block_tables.gpu, heads, kv_heads, head_dim, scale);
-    compare("attention_paged", name, &out, exact_attention ? 1e-5 : 2e-3,
-            exact_attention ? 1e-4 : 1e-2);
+    int bf16 = attention_path == CUDA_ATTENTION_FAST;
+    compare("attention_paged", name, &out, bf16 ? 2e-3 : 1e-5, bf16 ? 1e-2 : 1e-4);
     pair_free(&k_cache);
     pair_free(&v_cache);
     pair_free(&k);
@@ -1113,10 +1235,11 @@ int main(int argc, char **argv)
     test_elementwise();
     test_data_movement();
     test_sampling();
-    for (int mode = 0; mode < (cuda_device ? 2 : 1); mode++) {
-        exact_attention = mode == 0;
+    test_sample();
+    for (int mode = CUDA_ATTENTION_REFERENCE; mode >= (cuda_device ? 0 : 2); mode--) {
+        attention_path = (enum cuda_attention_path)mode;
         if (cuda_device)
-            backend_cuda_set_exact_attention(gpu, exact_attention);
+            backend_cuda_set_attention_path(gpu, attention_path);
         test_attention();
         test_paged();
     }
@@ -1135,6 +1258,9 @@ int main(int argc, char **argv)
         time_attention_paged("chunk 2048 q over 7200 keys 28/4 d128", 1, 2048, 7200, 28, 4, 128);
         time_attention_paged("decode 64 seqs x 7500 keys 28/4 d128", 64, 1, 7500, 28, 4, 128);
         time_attention_paged("decode 4 seqs x 7500 keys 28/4 d128", 4, 1, 7500, 28, 4, 128);
+        time_sample(64, 0.0f, 1.0f);
+        time_sample(64, 0.6f, 0.95f);
+        time_sample(64, 0.1f, 0.001f);
     }
 
     printf("\nmax error per op (max |diff| / max(1, max |ref|) over its cases):\n");
