@@ -462,6 +462,41 @@ static void test_bad_input(void **state)
     remove_model_dir(dir);
 }
 
+// With a clipcap-manifest.json (written by `clipcap model fetch`) the engine reports its
+// provenance; a malformed one fails the open with the file's name.
+static void test_provenance_from_manifest(void **state)
+{
+    (void)state;
+    char dir[256], path[400], err[512];
+    make_model_dir("tiny_b", dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/clipcap-manifest.json", dir);
+    const char *revision = "cc594898137f460bfe9f0759e9844b3ce807cfb5";
+    const char *digest = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "{\"format\": 1, \"variant\": \"qwen2.5\", \"hf_model_id\": "
+            "\"Qwen/Qwen2.5-VL-7B-Instruct\", \"revision\": \"%s\", \"requested_revision\": "
+            "\"cc59489\", \"endpoint\": \"https://huggingface.co\", \"fetched_at\": "
+            "\"2026-11-23T00:00:00Z\", \"weights_sha256\": \"%s\", \"files\": []}\n",
+            revision, digest);
+    fclose(f);
+    engine *e = open_engine(dir, 1);
+    const struct engine_model_info *info = engine_info(e);
+    assert_string_equal(info->hf_model_id, "Qwen/Qwen2.5-VL-7B-Instruct");
+    assert_string_equal(info->revision, revision);
+    assert_string_equal(info->weights_sha256, digest);
+    engine_close(e);
+    f = fopen(path, "w");
+    fputs("{\"format\": 1}", f);
+    fclose(f);
+    struct engine_options options = {.model_dir = dir, .backend = ENGINE_BACKEND_CPU};
+    assert_int_not_equal(engine_open(&options, &e, err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "clipcap-manifest.json"));
+    unlink(path);
+    remove_model_dir(dir);
+}
+
 static void test_random_weights(void **state)
 {
     (void)state;
@@ -509,6 +544,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_batch_equals_alone_and_seeded_sampling),
         cmocka_unit_test(test_memory_budget_admission),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_provenance_from_manifest),
         cmocka_unit_test(test_random_weights),
     };
     return cmocka_run_group_tests(tests, NULL, close_shared_engines);
