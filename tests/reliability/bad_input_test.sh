@@ -322,15 +322,19 @@ done
     fail "$(sql "SELECT count(*) FROM jobs") job rows for $total cases: $(sql "SELECT job_id FROM jobs")"
 
 # --- 2. the details a cause alone does not show
+hits() { # hits PATH: requests the HTTP fixture got for PATH
+    "$python" -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+        "$http/hits/$1"
+}
 message() { sql "SELECT error_message FROM jobs WHERE job_id = '$1'"; }
 message http_500_always | grep -q "HTTP 500 (.*attempt 2 of 2)" ||
     fail "http_500_always was not retried: $(message http_500_always)"
 # Each fetch makes storage.retries + 1 = 2 requests; the pipeline may retry the whole fetch
 # of a transient failure a few times more, but never half a fetch.
-hits_500=$(curl -s "$http/hits/status/500")
+hits_500=$(hits status/500)
 [ "$hits_500" -ge 2 ] && [ $((hits_500 % 2)) -eq 0 ] ||
     fail "http_500_always: $hits_500 requests, expected a multiple of 2"
-[ "$(curl -s "$http/hits/status/404")" = 1 ] || fail "a 404 was retried"
+[ "$(hits status/404)" = 1 ] || fail "a 404 was retried"
 message http_stalled | grep -q "timeout" || fail "http_stalled: $(message http_stalled)"
 message schema_unknown_model | grep -q "unknown model variant 'llama'" ||
     fail "schema_unknown_model: $(message schema_unknown_model)"
