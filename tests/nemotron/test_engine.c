@@ -59,28 +59,28 @@ static struct safetensors_file *open_inputs(void)
     return inputs;
 }
 
-static void test_engine_caption(void **state)
+static void check_engine_variant(const char *variant)
 {
-    (void)state;
-    char dir[1200], path[1300], err[512];
-    snprintf(dir, sizeof dir, "%s/tiny/checkpoint-bf16", fixtures_root);
+    char dir[1200], path[1300], err[512], key[32];
+    snprintf(dir, sizeof dir, "%s/tiny/checkpoint-%s", fixtures_root, variant);
     snprintf(path, sizeof path, "%s/tiny/fixture.json", fixtures_root);
     json_error_t jerr;
     json_t *facts = json_load_file(path, 0, &jerr);
     assert_non_null(facts);
-    json_t *want = json_object_get(facts, "engine");
+    json_t *want = json_object_get(json_object_get(facts, "engine"), variant);
     assert_non_null(want);
 
     assert_true(nemotron_engine_handles(dir, NULL));
     assert_true(nemotron_engine_handles(NULL, "nemotron-fp8"));
     assert_false(nemotron_engine_handles(NULL, "qwen2.5"));
 
-    struct engine_options options = {.model_dir = dir, .variant = "nemotron-bf16", .threads = 2};
+    snprintf(key, sizeof key, "nemotron-%s", variant);
+    struct engine_options options = {.model_dir = dir, .variant = key, .threads = 2};
     struct nemotron_engine *e = NULL;
     if (nemotron_engine_open(&options, &e, err, sizeof err) != 0)
         fail_msg("open: %s", err);
     const struct engine_model_info *info = nemotron_engine_info(e);
-    assert_string_equal(info->variant, "nemotron-bf16");
+    assert_string_equal(info->variant, key);
     assert_string_equal(info->hf_model_id, "local"); // no clipcap-manifest.json here
     assert_string_equal(info->backend, "cpu");
 
@@ -121,8 +121,8 @@ static void test_engine_caption(void **state)
                                                       : ENGINE_FINISH_LENGTH);
     assert_string_equal(result.stage1.text, json_string_value(json_object_get(want, "text")));
     assert_null(result.stage2.text);
-    printf("engine: %d prompt tokens, %d output tokens, text as transformers + tokenizers\n",
-           result.stage1.prompt_tokens, result.stage1.output_tokens);
+    printf("engine %s: %d prompt tokens, %d output tokens, text as transformers + tokenizers\n",
+           variant, result.stage1.prompt_tokens, result.stage1.output_tokens);
     free(result.stage1.text);
     nemotron_engine_close(e);
 
@@ -131,6 +131,16 @@ static void test_engine_caption(void **state)
     assert_int_not_equal(nemotron_engine_open(&options, &e, err, sizeof err), 0);
     assert_non_null(strstr(err, "nemotron-int4"));
     json_decref(facts);
+}
+
+// The engine API end to end for every checkpoint variant (the quantized ones against the model
+// with their dequantized weights).
+static void test_engine_caption(void **state)
+{
+    (void)state;
+    check_engine_variant("bf16");
+    check_engine_variant("fp8");
+    check_engine_variant("nvfp4");
 }
 
 // Several requests at once (stage 2, EVS, different prompts and lengths) give exactly what each
