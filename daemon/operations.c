@@ -54,6 +54,8 @@ struct operations {
     metric_family *ready;
     metric_family *store_available_gauge;
     metric_family *build_info;
+    metric_family *dead_letters;
+    metric_family *dead_letters_pending;
 };
 
 static struct operations state;
@@ -155,7 +157,15 @@ static int declare_series(struct operations *o, char *err, size_t err_size)
         !(o->build_info = metrics_gauge(r, "clipcap_build_info",
                                         "Constant 1, labelled with the version and the model "
                                         "being served.",
-                                        N(build), build, err, err_size)))
+                                        N(build), build, err, err_size)) ||
+        !(o->dead_letters = metrics_counter(
+              r, "clipcap_dead_letters_total",
+              "Failed jobs whose original message the dead-letter topic acknowledged, by cause.", 1,
+              outcome_cause + 1, err, err_size)) ||
+        !(o->dead_letters_pending = metrics_gauge(
+              r, "clipcap_dead_letters_pending",
+              "Dead letters produced and not yet acknowledged (their offsets wait for them).", 0,
+              NULL, err, err_size)))
         return -1;
 #undef N
     // Every series exists from the first scrape, so dashboards and alerts see 0, not absence.
@@ -173,6 +183,7 @@ static int declare_series(struct operations *o, char *err, size_t err_size)
     metrics_gauge_set(o->jobs_in_flight, NULL, 0);
     metrics_gauge_set(o->ready, NULL, 0);
     metrics_gauge_set(o->store_available_gauge, NULL, 0);
+    metrics_gauge_set(o->dead_letters_pending, NULL, 0);
     return 0;
 }
 
@@ -496,6 +507,20 @@ void operations_job_written(const struct job *job, double write_seconds)
     metrics_histogram_observe(state.stage_seconds, (const char *[]){"write"}, write_seconds);
     if (job->admitted_at > 0)
         metrics_histogram_observe(state.job_seconds, NULL, monotonic_seconds() - job->admitted_at);
+}
+
+void operations_dead_letter_delivered(const struct job *job)
+{
+    if (!atomic_load(&started))
+        return;
+    metrics_counter_add(state.dead_letters, (const char *[]){job->error_cause}, 1);
+}
+
+void operations_dead_letters_pending(int pending)
+{
+    if (!atomic_load(&started))
+        return;
+    metrics_gauge_set(state.dead_letters_pending, NULL, pending);
 }
 
 void operations_loggable_uri(const char *uri, char *out, size_t out_size)

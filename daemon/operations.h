@@ -50,6 +50,11 @@ void operations_engine_result(const struct engine_result *result);
 // Writer thread: a job's outcome is committed (write_seconds: the Postgres write).
 void operations_job_written(const struct job *job, double write_seconds);
 
+// Poll thread: dead letters the broker acknowledged (one call per job) and those still
+// waiting for an acknowledgement (their offsets wait too).
+void operations_dead_letter_delivered(const struct job *job);
+void operations_dead_letters_pending(int pending);
+
 // A job's coordinates as log fields: Kafka partition and offset, and the clip URI without
 // user info, query or fragment (a presigned URL's signature is a credential).
 struct job_log_fields {

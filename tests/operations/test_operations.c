@@ -45,6 +45,8 @@ static const char *const promised_series[] = {
     "clipcap_ready",
     "clipcap_postgres_available",
     "clipcap_build_info",
+    "clipcap_dead_letters_total",
+    "clipcap_dead_letters_pending",
 };
 
 struct body {
@@ -257,6 +259,8 @@ static void test_daemon_surface(void **unused)
     job.status = JOB_STATUS_FAILED;
     snprintf(job.error_cause, sizeof(job.error_cause), "not_found");
     operations_job_written(&job, 0.003);
+    operations_dead_letter_delivered(&job);
+    operations_dead_letters_pending(2);
     static const char stats[] =
         "{\"name\":\"rdkafka#consumer-1\",\"type\":\"consumer\",\"topics\":{\"clipcap.jobs\":"
         "{\"topic\":\"clipcap.jobs\",\"partitions\":{"
@@ -275,6 +279,8 @@ static void test_daemon_surface(void **unused)
     assert_non_null(strstr(body, "clipcap_jobs_total{outcome=\"completed\",cause=\"\"} 1\n"));
     assert_non_null(strstr(body, "clipcap_jobs_total{outcome=\"failed\",cause=\"not_found\"} 1\n"));
     assert_non_null(strstr(body, "clipcap_output_tokens_total 40\n"));
+    assert_non_null(strstr(body, "clipcap_dead_letters_total{cause=\"not_found\"} 1\n"));
+    assert_non_null(strstr(body, "clipcap_dead_letters_pending 2\n"));
     assert_non_null(strstr(body, "clipcap_prompt_tokens_total 1200\n"));
     assert_non_null(
         strstr(body, "clipcap_kafka_consumer_lag{topic=\"clipcap.jobs\",partition=\"0\"} 17\n"));
