@@ -5,6 +5,7 @@
 #include "backend_cuda.h"
 
 #include "cuda_kernels.h"
+#include "device_pool.h"
 #include "matmul_cublaslt.h"
 #include "ops_backend.h"
 
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #define MATMUL_WORKSPACE_BYTES ((size_t)32 << 20) // cuBLASLt's recommendation for Hopper
+#define DEFAULT_CACHE_LIMIT    ((size_t)4 << 30)  // released tensor memory kept for reuse
 
 struct cuda_context {
     int device;
@@ -26,6 +28,7 @@ struct cuda_context {
     void *scratch; // grows on demand; ops run in stream order, so one region serves all
     size_t scratch_bytes;
     struct cuda_matmul *matmul;
+    struct device_pool *pool; // tensor memory
     enum cuda_attention_path attention_path;
 };
 
@@ -77,19 +80,12 @@ static void *scratch(struct backend *be, const char *op, size_t bytes)
 
 static void *cuda_alloc(struct backend *be, size_t bytes)
 {
-    (void)be;
-    void *p = NULL;
-    if (cudaMalloc(&p, bytes) != cudaSuccess) {
-        (void)cudaGetLastError(); // not sticky: keep it from surfacing at the next launch
-        return NULL;
-    }
-    return p;
+    return device_pool_alloc(cuda(be)->pool, bytes);
 }
 
 static void cuda_release(struct backend *be, void *data)
 {
-    (void)be;
-    cudaFree(data);
+    device_pool_release(cuda(be)->pool, data);
 }
 
 static int cuda_write(struct backend *be, void *dst, const void *src, size_t bytes)
@@ -178,6 +174,7 @@ static void cuda_destroy(struct backend *be)
     cuda_matmul_free(c->matmul);
     cudaFree(c->scratch);
     cudaFree(c->error_record);
+    device_pool_free(c->pool);
     if (c->stream)
         cudaStreamDestroy(c->stream);
     free(c);
@@ -607,6 +604,46 @@ int backend_cuda_set_attention_path(struct backend *be, enum cuda_attention_path
     return 0;
 }
 
+int backend_cuda_memory(struct backend *be, struct backend_cuda_memory *memory)
+{
+    if (be->ops != &cuda_ops)
+        return -1;
+    struct cuda_context *c = cuda(be);
+    struct device_pool_stats stats;
+    device_pool_get_stats(c->pool, &stats);
+    memory->tensor_bytes = stats.live_bytes;
+    memory->cached_bytes = stats.cached_bytes;
+    memory->peak_tensor_bytes = stats.peak_live_bytes;
+    memory->workspace_bytes = c->scratch_bytes + MATMUL_WORKSPACE_BYTES;
+    memory->device_allocations = stats.device_allocations;
+    memory->reuses = stats.reuses;
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess)
+        (void)cudaGetLastError();
+    memory->device_free_bytes = free_bytes;
+    memory->device_total_bytes = total_bytes;
+    return 0;
+}
+
+int backend_cuda_set_cache_limit(struct backend *be, size_t bytes)
+{
+    if (be->ops != &cuda_ops)
+        return -1;
+    cudaStreamSynchronize(cuda(be)->stream);
+    device_pool_set_limit(cuda(be)->pool, bytes);
+    return 0;
+}
+
+int backend_cuda_trim(struct backend *be)
+{
+    if (be->ops != &cuda_ops)
+        return -1;
+    struct cuda_context *c = cuda(be);
+    cudaStreamSynchronize(c->stream);
+    device_pool_trim(c->pool);
+    return 0;
+}
+
 int backend_cuda_device_count(char *err, size_t err_size)
 {
     int count = 0;
@@ -653,6 +690,9 @@ struct backend *backend_cuda_create(int device, char *err, size_t err_size)
     }
     c->matmul = cuda_matmul_create(MATMUL_WORKSPACE_BYTES, err, err_size);
     if (!c->matmul)
+        goto fail;
+    c->pool = device_pool_create(DEFAULT_CACHE_LIMIT, err, err_size);
+    if (!c->pool)
         goto fail;
     be->ops = &cuda_ops;
     be->context = c;

@@ -39,6 +39,23 @@ enum cuda_attention_path {
 // Returns -1 if be is not a CUDA backend or path is unknown.
 int backend_cuda_set_attention_path(struct backend *be, enum cuda_attention_path path);
 
+// Device memory: tensors come from a caching pool (released blocks are reused by later
+// allocations of their size class; at most 4 GiB of released blocks are kept).
+struct backend_cuda_memory {
+    size_t tensor_bytes;                          // live tensors (rounded to size classes)
+    size_t peak_tensor_bytes;                     // the most tensor_bytes seen
+    size_t cached_bytes;                          // released tensor memory kept for reuse
+    size_t workspace_bytes;                       // scratch + cuBLASLt workspace
+    size_t device_free_bytes, device_total_bytes; // cudaMemGetInfo
+    long long device_allocations, reuses;         // cudaMalloc calls, pool hits
+};
+int backend_cuda_memory(struct backend *be, struct backend_cuda_memory *memory);
+// Caps the released memory kept for reuse (default 4 GiB); 0 turns the pool off (exact-size
+// allocations, so compute-sanitizer sees every tensor's true bounds). -1 if not CUDA.
+int backend_cuda_set_cache_limit(struct backend *be, size_t bytes);
+// Returns the cached blocks to the driver (synchronizes). -1 if be is not a CUDA backend.
+int backend_cuda_trim(struct backend *be);
+
 #ifdef __cplusplus
 }
 #endif

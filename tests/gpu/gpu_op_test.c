@@ -10,8 +10,9 @@
 // CUDA backend's bf16-in, f32-accumulate design) while the CPU keeps them f32: rtol 1e-2.
 // Conversions, copies, gathers, argmax and cache writes must match exactly.
 //
-// Usage: gpu_op_test [--quick] [--cpu-vs-cpu]
+// Usage: gpu_op_test [--quick] [--no-pool] [--cpu-vs-cpu]
 //   --quick: smaller shapes, no timing (for compute-sanitizer)
+//   --no-pool: exact-size device allocations (so compute-sanitizer sees every tensor's bounds)
 //   --cpu-vs-cpu: a second CPU backend (one thread) stands in for CUDA: checks the harness
 //   itself on a machine without a GPU.
 #include "backend_cuda.h"
@@ -1170,6 +1171,42 @@ static void test_errors(void)
     pair_free(&conv_slot);
 }
 
+// The caching pool: freeing a forward pass's tensors and allocating the same shapes again
+// must not reach cudaMalloc, and nothing stays live.
+static void test_memory_pool(void)
+{
+    struct backend_cuda_memory before, after_first, after_second;
+    backend_cuda_memory(gpu, &before);
+    for (int round = 0; round < 2; round++) {
+        struct tensor *tensors[40];
+        for (int i = 0; i < 40; i++) {
+            tensors[i] = tensor_new_2d(gpu, TENSOR_F32, 3 + i * 17, 129, "pool", err, sizeof err);
+            if (!tensors[i])
+                die("pool tensor");
+            op_scale(gpu, tensors[i], tensors[i], 0.0f);
+        }
+        for (int i = 0; i < 40; i++)
+            tensor_free(tensors[i]);
+        backend_cuda_memory(gpu, round == 0 ? &after_first : &after_second);
+    }
+    check_backends("memory_pool", "two rounds of 40 tensors");
+    int pass = after_second.device_allocations == after_first.device_allocations &&
+               after_second.reuses >= after_first.reuses + 40 &&
+               after_second.tensor_bytes == before.tensor_bytes;
+    printf("%s %-16s %-44s cudaMalloc calls %lld -> %lld -> %lld, reuses %lld, live %zu -> %zu, "
+           "cached %zu\n",
+           pass ? "ok  " : "FAIL", "memory_pool", "second round reuses the first's blocks",
+           before.device_allocations, after_first.device_allocations,
+           after_second.device_allocations, after_second.reuses, before.tensor_bytes,
+           after_second.tensor_bytes, after_second.cached_bytes);
+    struct op_summary *s = summary_of("memory_pool");
+    s->cases++;
+    if (!pass) {
+        failures++;
+        s->failures++;
+    }
+}
+
 // The engine core's own conformance run (engine/ops_check.h) with (cpu, cuda), at the tolerance
 // it names for bf16 activations (the CUDA GEMM stages activations in bf16).
 static void report_ops_check(void *context, const struct ops_check_result *r)
@@ -1203,14 +1240,16 @@ static void test_ops_check(void)
 
 int main(int argc, char **argv)
 {
-    int cpu_vs_cpu = 0;
+    int cpu_vs_cpu = 0, no_pool = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             quick = 1;
+        } else if (strcmp(argv[i], "--no-pool") == 0) {
+            no_pool = 1;
         } else if (strcmp(argv[i], "--cpu-vs-cpu") == 0) {
             cpu_vs_cpu = 1;
         } else {
-            fprintf(stderr, "usage: gpu_op_test [--quick] [--cpu-vs-cpu]\n");
+            fprintf(stderr, "usage: gpu_op_test [--quick] [--no-pool] [--cpu-vs-cpu]\n");
             return 2;
         }
     }
@@ -1227,6 +1266,8 @@ int main(int argc, char **argv)
     if (!gpu)
         die("device backend");
     cuda_device = !cpu_vs_cpu;
+    if (cuda_device && no_pool)
+        backend_cuda_set_cache_limit(gpu, 0);
     printf("gpu_op_test: %s against %s\n", backend_name(gpu), backend_name(cpu));
 
     test_matmul();
@@ -1245,6 +1286,8 @@ int main(int argc, char **argv)
     }
     test_ssm();
     test_errors();
+    if (cuda_device && !no_pool)
+        test_memory_pool();
     test_ops_check();
     if (!quick && !cpu_vs_cpu) {
         time_matmul(4096, 18944, 3584);
@@ -1263,6 +1306,15 @@ int main(int argc, char **argv)
         time_sample(64, 0.1f, 0.001f);
     }
 
+    if (cuda_device) {
+        struct backend_cuda_memory memory;
+        backend_cuda_memory(gpu, &memory);
+        printf("memory: peak tensors %.1f MiB, cached %.1f MiB, workspace %.1f MiB, %lld "
+               "cudaMalloc calls, %lld reuses, device %.1f of %.1f GiB free\n",
+               memory.peak_tensor_bytes / 1048576.0, memory.cached_bytes / 1048576.0,
+               memory.workspace_bytes / 1048576.0, memory.device_allocations, memory.reuses,
+               memory.device_free_bytes / 1073741824.0, memory.device_total_bytes / 1073741824.0);
+    }
     printf("\nmax error per op (max |diff| / max(1, max |ref|) over its cases):\n");
     for (int i = 0; i < MAX_OPS && summaries[i].op; i++)
         printf("  %-16s %3d cases  %3d failed  max error %.3e\n", summaries[i].op,

@@ -4,7 +4,8 @@
 #      test through -DCLIPCAP_GPU_OP_TEST=ON, since tests/ needs cmocka, which that machine may
 #      lack),
 #   2. runs gpu_op_test (every CUDA op against the CPU op),
-#   3. runs gpu_op_test --quick under compute-sanitizer memcheck.
+#   3. runs gpu_op_test --quick --no-pool (exact-size allocations) under compute-sanitizer
+#      memcheck.
 # Prints the device, the date and everything the steps print; exits non-zero if any step fails.
 # When pkg-config, jansson, pcre2 or utf8proc is missing (the GPU image has neither apt nor network), the Debian
 # packages in third_party/debs/ (carried there, git-ignored) are unpacked into the build folder.
@@ -54,9 +55,9 @@ status=0
 echo "== gpu_op_test"
 "$build/tests/gpu/gpu_op_test" || status=1
 
-echo "== compute-sanitizer memcheck: gpu_op_test --quick"
+echo "== compute-sanitizer memcheck: gpu_op_test --quick --no-pool"
 sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-"$sanitizer" --tool memcheck --error-exitcode 3 "$build/tests/gpu/gpu_op_test" --quick \
+"$sanitizer" --tool memcheck --error-exitcode 3 "$build/tests/gpu/gpu_op_test" --quick --no-pool \
     >"$build.memcheck.log" 2>&1
 memcheck=$?
 grep -E '^(FAIL|gpu_op_test:)|ERROR SUMMARY|^=========' "$build.memcheck.log" | head -60
