@@ -1,4 +1,5 @@
-// engine.c: the engine.h API over the CPU backend, with Qwen2.5-VL (engine/qwen2_5_vl.h).
+// engine.c: the engine.h API over the CPU backend, with Qwen2.5-VL (engine/qwen2_5_vl.h);
+// Nemotron-Nano-12B-v2-VL models are handed to their own path (nemotron_vl_engine.h).
 //
 // Life of a request: engine_submit preprocesses the frames into patch rows and tokenizes the
 // stage-1 prompt; a step admits at most one prefill (vision tower + prompt) when the KV pool
@@ -12,6 +13,7 @@
 #include "kv_cache.h"
 #include "model_config.h"
 #include "model_manifest.h"
+#include "nemotron_vl_engine.h"
 #include "ops.h"
 #include "preprocess_qwen.h"
 #include "qwen2_5_vl.h"
@@ -111,6 +113,9 @@ struct request {
 };
 
 struct engine {
+    // Set when the model is Nemotron-Nano-12B-v2-VL: that path (nemotron_vl_engine.h) handles
+    // every call and nothing below is used.
+    struct nemotron_engine *nemotron;
     struct engine_options options;
     char *model_dir;
     struct engine_model_info info;
@@ -233,10 +238,24 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
         snprintf(err, err_size, "engine: no model directory given");
         return -1;
     }
+    // The model family: the variant key when given ("qwen2.5", "nemotron", "nemotron-fp8",
+    // ...), else config.json.
+    if (nemotron_engine_handles(options->variant ? NULL : options->model_dir, options->variant)) {
+        struct engine *e = calloc(1, sizeof(*e));
+        if (!e) {
+            snprintf(err, err_size, "engine: out of memory");
+            return -1;
+        }
+        if (nemotron_engine_open(options, &e->nemotron, err, err_size)) {
+            free(e);
+            return -1;
+        }
+        *out = e;
+        return 0;
+    }
     if (options->variant && strncmp(options->variant, "qwen2.5", 7) != 0) {
         snprintf(err, err_size,
-                 "engine: variant \"%s\" is not built into this engine (only "
-                 "qwen2.5)",
+                 "engine: variant \"%s\" is not built into this engine (qwen2.5, nemotron*)",
                  options->variant);
         return -1;
     }
@@ -332,6 +351,11 @@ void engine_close(engine *e)
 {
     if (!e)
         return;
+    if (e->nemotron) {
+        nemotron_engine_close(e->nemotron);
+        free(e);
+        return;
+    }
     for (struct request *r = e->active, *next; r; r = next) {
         next = r->next;
         request_free(e, r);
@@ -355,6 +379,8 @@ void engine_close(engine *e)
 
 const struct engine_model_info *engine_info(const engine *e)
 {
+    if (e && e->nemotron)
+        return nemotron_engine_info(e->nemotron);
     return e ? &e->info : NULL;
 }
 
@@ -433,6 +459,8 @@ static int reject(char *err, size_t err_size, int status, const char *format, ..
 
 int engine_submit(engine *e, const struct engine_request *request, char *err, size_t err_size)
 {
+    if (e && e->nemotron)
+        return nemotron_engine_submit(e->nemotron, request, err, err_size);
     if (!e || !request)
         return reject(err, err_size, ENGINE_ERROR_INTERNAL, "engine_submit: no engine/request");
     if (e->in_flight >= e->max_requests)
@@ -867,6 +895,8 @@ int engine_step(engine *e, char *err, size_t err_size)
         snprintf(err, err_size, "engine_step: no engine");
         return -1;
     }
+    if (e->nemotron)
+        return nemotron_engine_step(e->nemotron, err, err_size);
     int capacity = e->max_requests;
     struct request **batch = malloc((size_t)capacity * sizeof(*batch));
     int *new_tokens = malloc((size_t)capacity * sizeof(int));
@@ -960,6 +990,8 @@ int engine_step(engine *e, char *err, size_t err_size)
 
 int engine_collect(engine *e, struct engine_result *out, int max)
 {
+    if (e && e->nemotron)
+        return nemotron_engine_collect(e->nemotron, out, max);
     int n = 0;
     while (e && e->finished && n < max) {
         struct request *r = e->finished;
