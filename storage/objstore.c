@@ -644,6 +644,12 @@ static enum objstore_error fetch_http(objstore_fetcher *fetcher, const char *uri
         } else if (code == CURLE_URL_MALFORMAT || code == CURLE_UNSUPPORTED_PROTOCOL) {
             result = OBJSTORE_ERR_BAD_URI;
             set_error(err, err_size, "%s: bad_uri: %s", shown_uri, curl_easy_strerror(code));
+        } else if (code == CURLE_TOO_MANY_REDIRECTS) {
+            // The server answered, with a redirect loop: its answer, not the network, and
+            // asking again gets the same one.
+            result = OBJSTORE_ERR_HTTP;
+            set_error(err, err_size, "%s: http_error: %s", shown_uri,
+                      fetcher->curl_error[0] ? fetcher->curl_error : curl_easy_strerror(code));
         } else {
             result = OBJSTORE_ERR_NETWORK;
             set_error(err, err_size, "%s: network: %s", shown_uri,
