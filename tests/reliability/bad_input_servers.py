@@ -14,6 +14,8 @@ Usage: bad_input_servers.py --clips DIR --env-file FILE
    /stall            promises 1 MB, sends 100 bytes, then sends nothing for 60 s
    /endless          a body without Content-Length that does not end (up to 1 GiB)
    /declared-large   declares 100 MB and sends them slowly
+   /redirect/PATH    302 to /PATH here (/redirect/redirect/... chains; /redirect/file points
+                     at file:///etc/passwd)
    /hits/PATH        how many requests PATH got so far (not counting this one), as text
 
 When both are up, FILE is written as shell assignments: BAD_INPUT_HTTP_URL,
@@ -90,6 +92,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     self.wfile.write(CHUNK)
                     time.sleep(0.01)
                 self.close_connection = True
+            elif kind == "redirect":
+                # /redirect/PATH: 302 to /PATH on this server; /redirect/file: to file://
+                location = "file:///etc/passwd" if rest == "file" else "/" + rest
+                self.send_response(302)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
             elif kind == "hits":
                 with HITS_LOCK:
                     value = HITS.get("/" + rest, 0)
