@@ -321,7 +321,9 @@ void operations_tick(long jobs_in_flight, int intake_paused, int store_available
     long long beat = atomic_load(&o->engine_heartbeat_us);
     double age = beat ? now - (double)beat / 1e6 : 0;
     metrics_gauge_set(o->engine_heartbeat_age, NULL, age);
-    int stalled = beat && age > o->engine_stall_seconds;
+    // engine_stall_seconds <= 0 turns the check off (the CPU reference backend on a
+    // full-size model spends minutes in one prefill step).
+    int stalled = o->engine_stall_seconds > 0 && beat && age > o->engine_stall_seconds;
     if (stalled != atomic_load(&o->stalled)) {
         atomic_store(&o->stalled, stalled);
         char seconds[32];

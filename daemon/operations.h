@@ -7,8 +7,8 @@
 // its group (first partition assignment), while Postgres is reachable and no stop began.
 // Liveness: the engine thread beats once per loop turn (at least every 100 ms when idle, once
 // per engine step when busy). The main loop sends WATCHDOG=1 only while that beat is younger
-// than metrics.engine_stall_seconds, so a stuck engine step stops the pings and systemd's
-// WatchdogSec= restarts the service; /healthz answers 503 meanwhile.
+// than metrics.engine_stall_seconds (0: no limit), so a stuck engine step stops the pings and
+// systemd's WatchdogSec= restarts the service; /healthz answers 503 meanwhile.
 #ifndef CLIPCAP_OPERATIONS_H
 #define CLIPCAP_OPERATIONS_H
 

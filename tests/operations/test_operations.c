@@ -320,6 +320,20 @@ static void test_daemon_surface(void **unused)
     operations_stop();
     operations_tick(0, 0, 1); // after stop: a no-op, not a crash
     config_free(&config);
+
+    // engine_stall_seconds = 0: no limit, however old the beat.
+    char *no_limit[] = {"metrics.address=127.0.0.1:0", "metrics.engine_stall_seconds=0"};
+    assert_int_equal(config_load(&config, NULL, 2, no_limit, err, sizeof(err)), 0);
+    assert_int_equal(operations_start(&config, err, sizeof(err)), 0);
+    port = operations_http_port();
+    operations_engine_heartbeat();
+    sleep_ms(400); // tripped the 0.3 s limit above
+    operations_tick(0, 0, 1);
+    read_notifications(fd, seen, sizeof(seen));
+    assert_non_null(strstr(seen, "WATCHDOG=1|"));
+    assert_int_equal(http_get(port, "/healthz", NULL, NULL), 200);
+    operations_stop();
+    config_free(&config);
     close(fd);
     unlink(path);
 }
