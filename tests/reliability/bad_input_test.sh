@@ -120,6 +120,14 @@ ff -f lavfi -i "$(src 16x16 1)" -t 7200 "${x264[@]}" -g 600 "$clips/2-hours.mp4"
 ff -f lavfi -i "$(src 64x48 30)" -t 4 "${x264[@]}" "$clips/30fps.mp4"
 # 1080p at 10 fps for 4 s: 8 sampled frames of 1920x1080 RGB, 50 MB, under the 64 MB budget.
 ff -f lavfi -i color=c=gray:size=1920x1080:rate=10 -t 4 "${x264[@]}" "$clips/1080p.mp4"
+# The frame size changes mid-stream (64x48, then 96x64).
+ff -f lavfi -i "$(src 96x64 10)" -t 2 "${x264[@]}" "$clips/96x64.mp4"
+printf "file '%s'\n" "$clips/good.mp4" "$clips/96x64.mp4" >"$work/concat.txt"
+ff -f concat -safe 0 -i "$work/concat.txt" -c copy "$clips/size-change.mkv"
+# The clip, then an 8K stream nobody asked for (avformat_find_stream_info opens it too).
+ff -i "$clips/good.mp4" -i "$clips/8k.mp4" -map 0:v -map 1:v -c copy "$clips/second-stream-8k.mp4"
+ff -f lavfi -i "$(src 64x48 10)" -f lavfi -i sine=frequency=440 -t 2 "${x264[@]}" -c:a aac \
+    "$clips/with-audio.mp4"
 # Over the 8 MB byte cap (never read: refused on its size).
 head -c $((max_clip_megabytes * 1024 * 1024 + 1)) /dev/zero >"$clips/over-byte-cap.mp4"
 "$python" "$here/bad_input_payloads.py" "$work/raw" "file://$clips/good.mp4"
@@ -188,6 +196,11 @@ clip media_variable_frame_rate completed:64x48 "$file/vfr.mp4"
 clip media_2_hours_over_duration_cap failed:too_long "$file/2-hours.mp4"
 clip media_too_many_sampled_frames failed:too_many_frames "$file/30fps.mp4" '"sampling_fps":30'
 clip media_1080p_near_frame_budget completed:1920x1080 "$file/1080p.mp4"
+clip media_size_change_mid_stream failed:undecodable "$file/size-change.mkv"
+clip media_second_stream_8k completed:64x48 "$file/second-stream-8k.mp4"
+clip media_with_audio completed:64x48 "$file/with-audio.mp4"
+# 120 frames in windows of 4: 30 windows, 30 caption rows.
+clip media_30_windows completed:64x48 "$file/30fps.mp4" '"window_size":4,"remainder_threshold":2'
 # Storage, over file://, http:// and s3://
 clip file_missing failed:not_found "$file/missing.mp4"
 clip file_directory failed:not_found "$file/"
@@ -339,6 +352,8 @@ hits_500=$(hits status/500)
     fail "http_500_always: $hits_500 requests, expected a multiple of 2"
 [ "$(hits status/404)" = 1 ] || fail "a 404 was retried"
 message http_stalled | grep -q "timeout" || fail "http_stalled: $(message http_stalled)"
+[ "$(sql "SELECT count(*) FROM captions WHERE job_id = 'media_30_windows'")" = 30 ] ||
+    fail "media_30_windows: $(sql "SELECT count(*) FROM captions WHERE job_id = 'media_30_windows'") caption rows, expected 30"
 message schema_unknown_model | grep -q "unknown model variant 'llama'" ||
     fail "schema_unknown_model: $(message schema_unknown_model)"
 message raw_oversized | grep -q "more than the limit" || fail "raw_oversized: $(message raw_oversized)"
