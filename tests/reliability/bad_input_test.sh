@@ -26,7 +26,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 : "${CLIPCAP_PG_URL:?run under tests/lib/with-postgres}"
 
 # The caps under test (passed to the daemon with --set).
-max_frame_megabytes=64 # pipeline: decoded frames held at once
+max_frame_megabytes=32 # pipeline: decoded frames held at once
 max_clip_megabytes=8   # media + storage: clip bytes
 max_frame_width=1920
 max_frame_height=1080
@@ -118,8 +118,8 @@ ff -f lavfi -i "$(src 64x48 30)" -t 3 -vf "select='lt(n\,30)+not(mod(n\,3))'" -v
 ff -f lavfi -i "$(src 16x16 1)" -t 7200 "${x264[@]}" -g 600 "$clips/2-hours.mp4"
 # 120 frames at 30 fps: sampled at 30 fps, one window holds 120 > 64 sampled frames.
 ff -f lavfi -i "$(src 64x48 30)" -t 4 "${x264[@]}" "$clips/30fps.mp4"
-# 1080p at 10 fps for 4 s: 8 sampled frames of 1920x1080 RGB, 50 MB, under the 64 MB budget.
-ff -f lavfi -i color=c=gray:size=1920x1080:rate=10 -t 4 "${x264[@]}" "$clips/1080p.mp4"
+# 1080p at 10 fps for 2 s: 4 sampled frames of 1920x1080 RGB, 25 MB, under the 32 MB budget.
+ff -f lavfi -i color=c=gray:size=1920x1080:rate=10 -t 2 "${x264[@]}" "$clips/1080p.mp4"
 # The frame size changes mid-stream (64x48, then 96x64).
 ff -f lavfi -i "$(src 96x64 10)" -t 2 "${x264[@]}" "$clips/96x64.mp4"
 printf "file '%s'\n" "$clips/good.mp4" "$clips/96x64.mp4" >"$work/concat.txt"
@@ -361,11 +361,12 @@ message media_8k_over_size_cap | grep -q "7680" ||
     fail "media_8k_over_size_cap does not name the size: $(message media_8k_over_size_cap)"
 [ "$(count "SELECT count(*) FROM jobs WHERE status = 'running'")" = 0 ] || fail "jobs left running"
 
-# --- 3. peak memory. Decoded frames are held up to max_frame_megabytes, plus at most one
-# clip per fetch worker being decoded beyond it; each worker also holds its clip's bytes (up
-# to max_clip_megabytes) and the decoder's own frames. The bound: twice the frame budget
-# plus the clip bytes of every worker, above the daemon's idle peak.
-bound_kb=$(((2 * max_frame_megabytes + fetch_workers * max_clip_megabytes) * 1024))
+# --- 3. peak memory. A fetch worker starts a decode only while the decoded frames held are
+# under max_frame_megabytes, so they stay under the budget plus one clip per worker; no clip
+# here decodes to more than the budget (the daemon does not enforce that yet: see "Known
+# gaps" in docs/reliability.md). Each worker also holds its clip's bytes (up to
+# max_clip_megabytes). The bound above the idle peak: (1 + workers) budgets + workers clips.
+bound_kb=$((((1 + fetch_workers) * max_frame_megabytes + fetch_workers * max_clip_megabytes) * 1024))
 growth_kb=$((peak_kb_after - idle_peak_kb))
 echo "peak RSS: idle ${idle_peak_kb} kB, after the corpus ${peak_kb_after} kB," \
     "growth ${growth_kb} kB, bound ${bound_kb} kB"
