@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define LLM_PREFIX "language_model."
 
@@ -82,6 +83,17 @@ int nemotron_vl_config_from_model_config(const struct model_config *mc,
         optional_id(root, "img_end_token_id", source, DEFAULT_IMG_END_ID, &c.img_end_token_id, err,
                     err_size) != 0)
         return -1;
+    // The <img>/</img> rows are looked up in the embedding table (only <image> rows are replaced),
+    // so every special id must be inside the language model's vocabulary.
+    const int32_t special[3] = {c.img_context_token_id, c.img_start_token_id, c.img_end_token_id};
+    for (int i = 0; i < 3; i++)
+        if (special[i] >= c.llm.vocab_size) {
+            snprintf(err, err_size,
+                     "%s: image token id %d is outside the language model's vocabulary (%d "
+                     "rows); set img_context_token_id / img_start_token_id / img_end_token_id",
+                     source, special[i], c.llm.vocab_size);
+            return -1;
+        }
     static const float clip_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
     static const float clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
     if (optional_triple(root, "norm_mean", source, clip_mean, c.norm_mean, err, err_size) ||
@@ -216,7 +228,10 @@ int nemotron_vl_open(const char *dir, struct backend *backend, int random_weight
         enum tensor_dtype dtype = parameters < ((int64_t)1 << 28)   ? TENSOR_F32
                                   : parameters < ((int64_t)1 << 32) ? TENSOR_BF16
                                                                     : TENSOR_F8_E4M3;
-        if (weight_store_random(m->store, specs.specs, specs.count, seed, dtype, 0, err,
+        // The values do not depend on the thread count (weights.h), so use the machine.
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        int threads = cpus > 16 ? 16 : cpus < 1 ? 1 : (int)cpus;
+        if (weight_store_random(m->store, specs.specs, specs.count, seed, dtype, threads, err,
                                 err_size) != 0)
             goto done;
     } else if (weight_store_load(m->store, dir, specs.specs, specs.count, err, err_size) != 0) {

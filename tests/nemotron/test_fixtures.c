@@ -823,6 +823,19 @@ static void test_bad_tensors_and_random_weights(void **state)
     write_altered_checkpoint(tmp, qkv, SAFETENSORS_BF16, 1);
     assert_int_not_equal(nemotron_vl_open(tmp, be, 0, 0, &m, err, sizeof err), 0);
     assert_non_null(strstr(err, qkv));
+    // An image token id outside the LLM's vocabulary is refused when the model opens (the
+    // <img>/</img> rows are embedding lookups), not when a request reaches it.
+    write_altered_checkpoint(tmp, qkv, SAFETENSORS_BF16, 0);
+    char config_path[200];
+    snprintf(config_path, sizeof config_path, "%s/config.json", tmp);
+    json_error_t jerr;
+    json_t *config = json_load_file(config_path, 0, &jerr);
+    assert_non_null(config);
+    json_object_set_new(config, "img_end_token_id", json_integer(512));
+    assert_int_equal(json_dump_file(config, config_path, JSON_INDENT(1)), 0);
+    json_decref(config);
+    assert_int_not_equal(nemotron_vl_open(tmp, be, 0, 0, &m, err, sizeof err), 0);
+    assert_non_null(strstr(err, "vocabulary"));
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     assert_int_equal(system(cmd), 0);
