@@ -175,6 +175,17 @@ static void test_config_errors(void **state)
     json_object_set_new(llm, "n_groups", json_integer(3));
     assert_int_not_equal(nemotron_h_config_from_json(llm, "config.json", &c, err, sizeof err), 0);
     json_object_set_new(llm, "n_groups", json_integer(2));
+    // transformers' expanded form of the pattern is read the same way.
+    json_object_del(llm, "hybrid_override_pattern");
+    json_object_set_new(
+        llm, "layers_block_type",
+        json_pack("[s,s,s,s]", "mlp", "linear_attention", "full_attention", "mamba"));
+    assert_int_equal(nemotron_h_config_from_json(llm, "config.json", &c, err, sizeof err), 0);
+    assert_int_equal(c.layer_kinds[0], NEMOTRON_H_MLP);
+    assert_int_equal(c.layer_kinds[1], NEMOTRON_H_MAMBA);
+    assert_int_equal(c.layer_kinds[2], NEMOTRON_H_ATTENTION);
+    assert_int_equal(c.layer_kinds[3], NEMOTRON_H_MAMBA);
+    assert_int_equal(c.n_groups, 2);
     json_object_set_new(llm, "mlp_hidden_act", json_string("gelu"));
     assert_int_not_equal(nemotron_h_config_from_json(llm, "config.json", &c, err, sizeof err), 0);
     assert_non_null(strstr(err, "mlp_hidden_act"));
