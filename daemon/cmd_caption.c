@@ -232,37 +232,45 @@ int cmd_caption(int argc, char **argv)
         goto fail;
     double load_seconds = now_seconds() - t0;
 
-    // One request per window, all submitted at once so the engine can batch them.
+    // One request per window, submitted as the engine has room (it batches what it holds).
     size_t frame_bytes = (size_t)clip->width * (size_t)clip->height * 3;
     for (int w = 0; w < clip->window_count; w++) {
         const media_window *window = &clip->windows[w];
-        struct engine_request request = {0};
-        request.caller_token = (uint64_t)w;
-        request.frames.count = window->sample_count;
-        request.frames.width = clip->width;
-        request.frames.height = clip->height;
-        request.frames.rgb = clip->rgb + (size_t)window->first_sample * frame_bytes;
-        request.frames.frame_indices = clip->frame_indices + window->first_sample;
-        request.frames.timestamps_s = clip->timestamps_s + window->first_sample;
-        request.frames.sampling_fps = fps;
-        request.prompt_text = prompt_text;
-        request.stage2_prompt_text = stage2 ? stage2_text : NULL;
-        request.sampling.greedy = greedy;
-        request.sampling.temperature = (float)variant->sampling.temperature;
-        request.sampling.top_p = (float)variant->sampling.top_p;
-        request.sampling.repetition_penalty = (float)variant->sampling.repetition_penalty;
-        request.sampling.max_output_tokens = max_tokens;
-        request.sampling.seed = seed + (uint64_t)w;
-        if (engine_submit(e, &request, err, sizeof(err)) != 0)
-            goto fail;
         json_array_append_new(windows, json_pack("{s:i, s:I, s:I, s:i}", "index", w, "start_frame",
                                                  (json_int_t)window->start_frame, "end_frame",
                                                  (json_int_t)window->end_frame, "frames",
                                                  window->sample_count));
     }
+    int next_window = 0;
     t0 = now_seconds();
     int done = 0, failed = 0;
     while (done < clip->window_count) {
+        while (next_window < clip->window_count) {
+            const media_window *window = &clip->windows[next_window];
+            struct engine_request request = {0};
+            request.caller_token = (uint64_t)next_window;
+            request.frames.count = window->sample_count;
+            request.frames.width = clip->width;
+            request.frames.height = clip->height;
+            request.frames.rgb = clip->rgb + (size_t)window->first_sample * frame_bytes;
+            request.frames.frame_indices = clip->frame_indices + window->first_sample;
+            request.frames.timestamps_s = clip->timestamps_s + window->first_sample;
+            request.frames.sampling_fps = fps;
+            request.prompt_text = prompt_text;
+            request.stage2_prompt_text = stage2 ? stage2_text : NULL;
+            request.sampling.greedy = greedy;
+            request.sampling.temperature = (float)variant->sampling.temperature;
+            request.sampling.top_p = (float)variant->sampling.top_p;
+            request.sampling.repetition_penalty = (float)variant->sampling.repetition_penalty;
+            request.sampling.max_output_tokens = max_tokens;
+            request.sampling.seed = seed + (uint64_t)next_window;
+            int rc = engine_submit(e, &request, err, sizeof(err));
+            if (rc == ENGINE_ERROR_RESOURCES && next_window > done)
+                break; // full: step and collect, then submit the rest
+            if (rc != 0)
+                goto fail;
+            next_window++;
+        }
         int in_flight = engine_step(e, err, sizeof(err));
         if (in_flight < 0)
             goto fail;

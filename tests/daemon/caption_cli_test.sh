@@ -28,6 +28,18 @@ assert a["model"]["variant"] == "qwen2.5" and a["model"]["backend"] == "cpu", a[
 texts = lambda r: [(x["stage1"]["text"], x["stage2"]["text"]) for x in r["windows"]]
 assert texts(a) == texts(b), "greedy captions differ between runs"
 PY
+# More windows than the engine holds at once (it batches 8): submitted as room frees up.
+ffmpeg -loglevel error -f lavfi -i testsrc2=size=64x48:rate=10 -t 12 -pix_fmt yuv420p \
+    -c:v libx264 "$work/long.mp4"
+"$clipcap" caption --model "$model" --video "$work/long.mp4" --window-size 8 \
+    --remainder-threshold 4 --max-output-tokens 3 --greedy >"$work/long.json"
+"$python" - "$work/long.json" <<'PY'
+import json, sys
+w = json.load(open(sys.argv[1]))["windows"]
+assert len(w) == 15, len(w)  # 120 frames in windows of 8
+assert [(x["start_frame"], x["end_frame"]) for x in w] == [(8 * i, 8 * i + 7) for i in range(15)], w
+assert all(x["stage1"]["output_tokens"] == 3 for x in w), w
+PY
 echo "not a video" >"$work/text.mp4"
 if "$clipcap" caption --model "$model" --video "$work/text.mp4" 2>"$work/err"; then
     echo "FAIL: a text file was captioned" >&2
@@ -41,4 +53,4 @@ if "$clipcap" caption --model "$work/no-such-model" --video "$work/clip.mp4" 2>"
 fi
 grep -q "no-such-model" "$work/err" ||
     { echo "FAIL: error does not name the model directory: $(cat "$work/err")" >&2; exit 1; }
-echo "clipcap caption: window 0-299 (20 frames), stage 1 and 2, deterministic, bad input refused"
+echo "clipcap caption: window 0-299 (20 frames), stage 1 and 2, deterministic, 15 windows, bad input refused"
