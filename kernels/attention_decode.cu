@@ -8,9 +8,10 @@
 // arithmetic (exact like the CPU reference up to summation order).
 #include "attention_common.cuh"
 
-#define DECODE_WARPS 4
-#define DECODE_ROWS  16 // = attention.cu's tile rows: the two kernels share map and partials
-#define DECODE_KEYS  32
+#define DECODE_WARPS     4
+#define DECODE_ROWS      16 // = attention.cu's tile rows: the two kernels share map and partials
+#define DECODE_PASS_ROWS 8
+#define DECODE_KEYS      32
 
 static __device__ __forceinline__ void load8(const float *p, float out[8])
 {
@@ -39,7 +40,7 @@ static __global__ void __launch_bounds__(DECODE_WARPS *WARP_SIZE)
     extern __shared__ __align__(16) float shared[];
     const int D = p.head_dim;
     float *q_tile = shared;                  // [ROWS][D], pre-scaled
-    float *merge = q_tile + DECODE_ROWS * D; // [WARPS][ROWS][D + 2]
+    float *merge = q_tile + DECODE_ROWS * D; // [WARPS][PASS_ROWS][D + 2]
     int2 tile = map[blockIdx.x];
     if (tile.x < 0)
         return;
@@ -72,140 +73,155 @@ static __global__ void __launch_bounds__(DECODE_WARPS *WARP_SIZE)
         }
         q_tile[i] = value;
     }
-    int64_t visible[DECODE_ROWS];
-    float running_max[DECODE_ROWS], running_sum[DECODE_ROWS], acc[DECODE_ROWS][DIMS_PER_LANE];
-#pragma unroll
-    for (int r = 0; r < DECODE_ROWS; r++) {
-        int64_t row = tile.y + r;
-        visible[r] = p.causal ? keys - queries + row / p.group + 1 : keys;
-        running_max[r] = -INFINITY;
-        running_sum[r] = 0.0f;
-#pragma unroll
-        for (int c = 0; c < DIMS_PER_LANE; c++)
-            acc[r][c] = 0.0f;
-    }
     __syncthreads();
 
-    for (int64_t key0 = key_begin + warp * DECODE_KEYS; key0 < key_end;
-         key0 += DECODE_WARPS * DECODE_KEYS) {
-        int64_t key = key0 + lane;
-        bool has_key = key < key_end;
-        int64_t row_offset = has_key ? kv_row(p, seq, q_begin, key) * kv_width : 0;
-        float score[DECODE_ROWS];
+    // Rows in passes of DECODE_PASS_ROWS: decode (G <= 8 rows per tile) takes one pass with
+    // half the registers a 16-row pass would need; fuller tiles read their keys twice.
+    for (int base = 0; base < valid_rows; base += DECODE_PASS_ROWS) {
+        const int rows_here =
+            valid_rows - base < DECODE_PASS_ROWS ? valid_rows - base : DECODE_PASS_ROWS;
+        int64_t visible[DECODE_PASS_ROWS];
+        float running_max[DECODE_PASS_ROWS], running_sum[DECODE_PASS_ROWS];
+        float acc[DECODE_PASS_ROWS][DIMS_PER_LANE];
 #pragma unroll
-        for (int r = 0; r < DECODE_ROWS; r++)
-            score[r] = 0.0f;
-        if (has_key) {
-            const KV *k_row = k + row_offset;
+        for (int r = 0; r < DECODE_PASS_ROWS; r++) {
+            int64_t row = tile.y + base + r;
+            visible[r] = p.causal ? keys - queries + row / p.group + 1 : keys;
+            running_max[r] = -INFINITY;
+            running_sum[r] = 0.0f;
 #pragma unroll
-            for (int c = 0; c < 4 * DIMS_PER_LANE; c++) {
-                if (c * 8 >= D)
-                    break;
-                float kv[8];
-                load8(k_row + c * 8, kv);
+            for (int c = 0; c < DIMS_PER_LANE; c++)
+                acc[r][c] = 0.0f;
+        }
+        // The last row of this pass bounds its keys (causal rows only see fewer).
+        int64_t pass_last = tile.y + base + rows_here - 1;
+        int64_t pass_visible = p.causal ? keys - queries + pass_last / p.group + 1 : keys;
+        int64_t pass_end = key_end < pass_visible ? key_end : pass_visible;
+
+        for (int64_t key0 = key_begin + warp * DECODE_KEYS; key0 < pass_end;
+             key0 += DECODE_WARPS * DECODE_KEYS) {
+            int64_t key = key0 + lane;
+            bool has_key = key < pass_end;
+            int64_t row_offset = has_key ? kv_row(p, seq, q_begin, key) * kv_width : 0;
+            float score[DECODE_PASS_ROWS];
 #pragma unroll
-                for (int r = 0; r < DECODE_ROWS; r++) {
-                    if (r >= valid_rows)
+            for (int r = 0; r < DECODE_PASS_ROWS; r++)
+                score[r] = 0.0f;
+            if (has_key) {
+                const KV *k_row = k + row_offset;
+#pragma unroll
+                for (int c = 0; c < 4 * DIMS_PER_LANE; c++) {
+                    if (c * 8 >= D)
                         break;
-                    float4 qa = *(const float4 *)(q_tile + r * D + c * 8);
-                    float4 qb = *(const float4 *)(q_tile + r * D + c * 8 + 4);
-                    score[r] += qa.x * kv[0] + qa.y * kv[1] + qa.z * kv[2] + qa.w * kv[3] +
-                                qb.x * kv[4] + qb.y * kv[5] + qb.z * kv[6] + qb.w * kv[7];
+                    float kv[8];
+                    load8(k_row + c * 8, kv);
+#pragma unroll
+                    for (int r = 0; r < DECODE_PASS_ROWS; r++) {
+                        if (r >= rows_here)
+                            break;
+                        const float *q_row = q_tile + (base + r) * D + c * 8;
+                        float4 qa = *(const float4 *)q_row;
+                        float4 qb = *(const float4 *)(q_row + 4);
+                        score[r] += qa.x * kv[0] + qa.y * kv[1] + qa.z * kv[2] + qa.w * kv[3] +
+                                    qb.x * kv[4] + qb.y * kv[5] + qb.z * kv[6] + qb.w * kv[7];
+                    }
+                }
+            }
+            // Online softmax per row (rows are warp-uniform: the shuffles see the whole warp).
+#pragma unroll
+            for (int r = 0; r < DECODE_PASS_ROWS; r++) {
+                if (r >= rows_here)
+                    break;
+                float s = has_key && key < visible[r] ? score[r] : -INFINITY;
+                float tile_max = warp_max(s);
+                if (tile_max == -INFINITY) {
+                    score[r] = 0.0f;
+                    continue;
+                }
+                float new_max = fmaxf(running_max[r], tile_max);
+                float correction = expf(running_max[r] - new_max);
+                float prob = expf(s - new_max);
+                running_sum[r] = running_sum[r] * correction + warp_sum(prob);
+                running_max[r] = new_max;
+#pragma unroll
+                for (int c = 0; c < DIMS_PER_LANE; c++)
+                    acc[r][c] *= correction;
+                score[r] = prob; // from here on: the probability of this lane's key
+            }
+            // P V: lanes along head dims, one V row per key.
+            int count = pass_end - key0 < DECODE_KEYS ? (int)(pass_end - key0) : DECODE_KEYS;
+#pragma unroll 4
+            for (int j = 0; j < count; j++) {
+                const KV *v_row = v + __shfl_sync(0xffffffffu, row_offset, j);
+                float value[DIMS_PER_LANE];
+#pragma unroll
+                for (int c = 0; c < DIMS_PER_LANE; c++) {
+                    int d = lane + WARP_SIZE * c;
+                    value[c] = d < D ? kv_load(v_row, d) : 0.0f;
+                }
+#pragma unroll
+                for (int r = 0; r < DECODE_PASS_ROWS; r++) {
+                    if (r >= rows_here)
+                        break;
+                    float prob = __shfl_sync(0xffffffffu, score[r], j);
+#pragma unroll
+                    for (int c = 0; c < DIMS_PER_LANE; c++)
+                        acc[r][c] += prob * value[c];
                 }
             }
         }
-        // Online softmax per row (rows are warp-uniform: the shuffles see the whole warp).
+
+        // Merge the warps' softmax states of this pass's rows.
+        __syncthreads(); // the previous pass's readers are done with merge
 #pragma unroll
-        for (int r = 0; r < DECODE_ROWS; r++) {
-            if (r >= valid_rows)
+        for (int r = 0; r < DECODE_PASS_ROWS; r++) {
+            if (r >= rows_here)
                 break;
-            float s = has_key && key < visible[r] ? score[r] : -INFINITY;
-            float tile_max = warp_max(s);
-            if (tile_max == -INFINITY) {
-                score[r] = 0.0f;
-                continue;
+            float *slot = merge + ((int64_t)warp * DECODE_PASS_ROWS + r) * (D + 2);
+            if (lane == 0) {
+                slot[0] = running_max[r];
+                slot[1] = running_sum[r];
             }
-            float new_max = fmaxf(running_max[r], tile_max);
-            float correction = expf(running_max[r] - new_max);
-            float prob = expf(s - new_max);
-            running_sum[r] = running_sum[r] * correction + warp_sum(prob);
-            running_max[r] = new_max;
-#pragma unroll
-            for (int c = 0; c < DIMS_PER_LANE; c++)
-                acc[r][c] *= correction;
-            score[r] = prob; // from here on: the probability of this lane's key
-        }
-        // P V: lanes along head dims, one V row per key.
-        int count = key_end - key0 < DECODE_KEYS ? (int)(key_end - key0) : DECODE_KEYS;
-#pragma unroll 4
-        for (int j = 0; j < count; j++) {
-            const KV *v_row = v + __shfl_sync(0xffffffffu, row_offset, j);
-            float value[DIMS_PER_LANE];
 #pragma unroll
             for (int c = 0; c < DIMS_PER_LANE; c++) {
                 int d = lane + WARP_SIZE * c;
-                value[c] = d < D ? kv_load(v_row, d) : 0.0f;
-            }
-#pragma unroll
-            for (int r = 0; r < DECODE_ROWS; r++) {
-                if (r >= valid_rows)
-                    break;
-                float prob = __shfl_sync(0xffffffffu, score[r], j);
-#pragma unroll
-                for (int c = 0; c < DIMS_PER_LANE; c++)
-                    acc[r][c] += prob * value[c];
+                if (d < D)
+                    slot[2 + d] = acc[r][c];
             }
         }
-    }
-
-    // Merge the warps' softmax states.
-#pragma unroll
-    for (int r = 0; r < DECODE_ROWS; r++) {
-        if (r >= valid_rows)
-            break;
-        float *slot = merge + ((int64_t)warp * DECODE_ROWS + r) * (D + 2);
-        if (lane == 0) {
-            slot[0] = running_max[r];
-            slot[1] = running_sum[r];
-        }
-#pragma unroll
-        for (int c = 0; c < DIMS_PER_LANE; c++) {
-            int d = lane + WARP_SIZE * c;
-            if (d < D)
-                slot[2 + d] = acc[r][c];
-        }
-    }
-    __syncthreads();
-    for (int r = warp; r < valid_rows; r += DECODE_WARPS) {
-        float max = -INFINITY, weight[DECODE_WARPS], sum = 0.0f;
-        for (int w = 0; w < DECODE_WARPS; w++)
-            max = fmaxf(max, merge[((int64_t)w * DECODE_ROWS + r) * (D + 2)]);
-        for (int w = 0; w < DECODE_WARPS; w++) {
-            const float *slot = merge + ((int64_t)w * DECODE_ROWS + r) * (D + 2);
-            weight[w] = slot[0] == -INFINITY ? 0.0f : expf(slot[0] - max);
-            sum += slot[1] * weight[w];
-        }
-        int64_t row = tile.y + r;
-        int64_t query = q_begin + row / p.group;
-        int head = kv_head * p.group + (int)(row % p.group);
-        float *out = p.out + query * q_width + (int64_t)head * D;
-        float *part =
-            partials +
-            ((((int64_t)blockIdx.x * DECODE_ROWS + r) * p.num_kv_heads + kv_head) * p.splits +
-             split) *
-                (D + 2);
-        if (p.splits > 1 && lane == 0) {
-            part[0] = max;
-            part[1] = sum;
-        }
-        for (int d = lane; d < D; d += WARP_SIZE) {
-            float a = 0.0f;
+        __syncthreads();
+        for (int r = warp; r < rows_here; r += DECODE_WARPS) {
+            float max = -INFINITY, weight[DECODE_WARPS], sum = 0.0f;
             for (int w = 0; w < DECODE_WARPS; w++)
-                a += merge[((int64_t)w * DECODE_ROWS + r) * (D + 2) + 2 + d] * weight[w];
-            if (p.splits == 1)
-                out[d] = sum > 0.0f ? a / sum : 0.0f;
-            else
-                part[2 + d] = a;
+                max = fmaxf(max, merge[((int64_t)w * DECODE_PASS_ROWS + r) * (D + 2)]);
+            for (int w = 0; w < DECODE_WARPS; w++) {
+                const float *slot = merge + ((int64_t)w * DECODE_PASS_ROWS + r) * (D + 2);
+                weight[w] = slot[0] == -INFINITY ? 0.0f : expf(slot[0] - max);
+                sum += slot[1] * weight[w];
+            }
+            int64_t row = tile.y + base + r;
+            int64_t query = q_begin + row / p.group;
+            int head = kv_head * p.group + (int)(row % p.group);
+            float *out = p.out + query * q_width + (int64_t)head * D;
+            float *part =
+                partials +
+                ((((int64_t)blockIdx.x * DECODE_ROWS + base + r) * p.num_kv_heads + kv_head) *
+                     p.splits +
+                 split) *
+                    (D + 2);
+            if (p.splits > 1 && lane == 0) {
+                part[0] = max;
+                part[1] = sum;
+            }
+            for (int d = lane; d < D; d += WARP_SIZE) {
+                float a = 0.0f;
+                for (int w = 0; w < DECODE_WARPS; w++)
+                    a += merge[((int64_t)w * DECODE_PASS_ROWS + r) * (D + 2) + 2 + d] * weight[w];
+                if (p.splits == 1)
+                    out[d] = sum > 0.0f ? a / sum : 0.0f;
+                else
+                    part[2 + d] = a;
+            }
         }
     }
 }
@@ -215,7 +231,7 @@ static cudaError_t launch(cudaStream_t stream, const struct attention_params *p,
                           const int2 *map, float *partials)
 {
     size_t shared = sizeof(float) * ((size_t)DECODE_ROWS * p->head_dim +
-                                     (size_t)DECODE_WARPS * DECODE_ROWS * (p->head_dim + 2));
+                                     (size_t)DECODE_WARPS * DECODE_PASS_ROWS * (p->head_dim + 2));
     if (shared > 48 * 1024) {
         cudaError_t e =
             cudaFuncSetAttribute(attention_decode_kernel<DIMS_PER_LANE, KV>,
