@@ -360,6 +360,38 @@ message raw_oversized | grep -q "more than the limit" || fail "raw_oversized: $(
 message media_8k_over_size_cap | grep -q "7680" ||
     fail "media_8k_over_size_cap does not name the size: $(message media_8k_over_size_cap)"
 [ "$(count "SELECT count(*) FROM jobs WHERE status = 'running'")" = 0 ] || fail "jobs left running"
+# Every failed job, and no other, reached the dead-letter topic with its cause and the
+# original payload's size (the raw bytes as they came, empty and oversized ones included).
+"$clipcap" consume --brokers "$brokers" --topic clipcap.jobs.dlq >"$work/dlq.jsonl" 2>&1 ||
+    fail "consume: $(cat "$work/dlq.jsonl")"
+sql "SELECT job_id || ' ' || error_cause FROM jobs WHERE status = 'failed' ORDER BY 1" \
+    >"$work/failed.txt"
+dead_letters=$("$python" - "$work/dlq.jsonl" "$work/failed.txt" "$work/raw" <<'EOF'
+
+import json, os, sys
+letters = {}
+for line in open(sys.argv[1]):
+    if line.strip():
+        letter = json.loads(line)
+        letters[letter["headers"]["clipcap.job_id"]] = letter
+failed = dict(line.split(" ", 1) for line in open(sys.argv[2]).read().splitlines())
+problems = [f"{job}: no dead letter" for job in failed if job not in letters]
+problems += [f"{job}: dead-lettered but not failed" for job in letters if job not in failed]
+for job, cause in failed.items():
+    letter = letters.get(job)
+    if letter and letter["headers"]["clipcap.error.cause"] != cause:
+        problems.append(f"{job}: dead letter says {letter['headers']['clipcap.error.cause']}")
+    raw = os.path.join(sys.argv[3], job + ".bin")
+    if letter and os.path.exists(raw) and letter["payload_bytes"] != os.path.getsize(raw):
+        problems.append(f"{job}: {letter['payload_bytes']} bytes dead-lettered, "
+                        f"{os.path.getsize(raw)} sent")
+print("\n".join(problems), file=sys.stderr)
+print(len(letters))
+sys.exit(1 if problems else 0)
+EOF
+) || fail "dead letters"
+[ "$dead_letters" = "$(wc -l <"$work/failed.txt")" ] && [ "$dead_letters" -gt 60 ] ||
+    fail "$dead_letters dead letters for $(wc -l <"$work/failed.txt") failed jobs"
 
 # --- 3. peak memory. A fetch worker starts a decode only while the decoded frames held are
 # under max_frame_megabytes, so they stay under the budget plus one clip per worker; no clip
@@ -399,5 +431,5 @@ message s3_wrong_secret_good | grep -q SignatureDoesNotMatch ||
 
 echo "bad input: $((total + 2)) cases ended as expected" \
     "($(sql "SELECT count(*) FROM jobs WHERE status = 'completed'") completed," \
-    "$(sql "SELECT count(*) FROM jobs WHERE status = 'failed'") failed);" \
+    "$(sql "SELECT count(*) FROM jobs WHERE status = 'failed'") failed, $dead_letters dead letters in run 1);" \
     "peak RSS growth ${growth_kb} kB (bound ${bound_kb} kB); $((SECONDS - started)) s"
