@@ -317,8 +317,11 @@ static void drain_done(struct daemon *d, int timeout_ms)
     struct job *delivered[64];
     int n;
     while ((n = dead_letter_poll(d->dead_letter, delivered, 64)) > 0)
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n; i++) {
+            operations_dead_letter_delivered(delivered[i]);
             job_stored(d, delivered[i]);
+        }
+    operations_dead_letters_pending(dead_letter_pending(d->dead_letter));
 }
 
 // Backpressure with hysteresis: pause at the in-flight limit or while Postgres is down,

@@ -138,6 +138,20 @@ static void to_writer(pipeline *p, struct job *job)
 // ---------------------------------------------------------------------------------------
 // Fetch + decode workers
 
+// A presigned URL's query string is a credential: error messages (logged and stored in
+// jobs.error_message) name the clip without it (operations_loggable_uri).
+static void redact_uri(char *message, size_t size, const char *uri)
+{
+    char loggable[1024];
+    operations_loggable_uri(uri, loggable, sizeof(loggable));
+    char *at = strstr(message, uri);
+    if (!at || strcmp(loggable, uri) == 0)
+        return;
+    char rest[1024];
+    snprintf(rest, sizeof(rest), "%s", at + strlen(uri));
+    snprintf(at, size - (size_t)(at - message), "%s%s", loggable, rest);
+}
+
 static int same_model(const struct model_variant *a, const struct model_variant *b)
 {
     return a && b && strcmp(a->hf_model_id, b->hf_model_id) == 0 &&
@@ -178,6 +192,7 @@ static void fetch_and_decode(pipeline *p, objstore_fetcher *fetcher, struct job 
     }
     job->fetch_seconds = monotonic_seconds() - t0;
     if (fetch_error != OBJSTORE_OK) {
+        redact_uri(err, sizeof(err), m->clip_uri);
         job_fail(job, objstore_error_name(fetch_error), "%s", err);
         return;
     }
@@ -200,7 +215,9 @@ static void fetch_and_decode(pipeline *p, objstore_fetcher *fetcher, struct job 
     job->decode_seconds = monotonic_seconds() - t0;
     objstore_object_free(&object);
     if (media_error != MEDIA_OK) {
-        job_fail(job, media_error_name(media_error), "%s: %s", m->clip_uri, err);
+        char loggable[1024];
+        operations_loggable_uri(m->clip_uri, loggable, sizeof(loggable));
+        job_fail(job, media_error_name(media_error), "%s: %s", loggable, err);
         return;
     }
     job->clip = clip;

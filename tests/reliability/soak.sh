@@ -26,6 +26,7 @@ daemon=$!
 for _ in $(seq 1 120); do [ -s "$work/state/embedded-broker" ] && break; sleep 0.5; done
 per=$((jobs / 4))
 start=$(date +%s.%N)
+producers=()
 for p in 1 2 3 4; do
     for i in $(seq 1 "$per"); do
         printf '{"v":1,"job_id":"soak-%d-%05d","clip_uri":"file://%s/clip.mp4","stage2":%s}\n' \
@@ -33,6 +34,7 @@ for p in 1 2 3 4; do
     done >"$work/jobs-$p.jsonl"
     "$clipcap" enqueue --broker-state-file "$work/state/embedded-broker" \
         --file "$work/jobs-$p.jsonl" >"$work/enqueue-$p.out" &
+    producers+=($!)
 done
 echo "second rss_kb" >"$work/rss"
 t=0
@@ -43,7 +45,7 @@ while [ "$(sql "SELECT count(*) FROM jobs WHERE status <> 'running'" 2>/dev/null
     kill -0 "$daemon" || { tail "$work/daemon.log"; exit 1; }
 done
 end=$(date +%s.%N)
-wait
+for pid in "${producers[@]}"; do wait "$pid" || { echo "a producer failed"; exit 1; }; done
 peak=$(awk '/VmHWM/ {print $2}' /proc/$daemon/status)
 kill -TERM "$daemon"
 wait "$daemon"
