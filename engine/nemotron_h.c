@@ -199,6 +199,14 @@ int nemotron_h_config_from_json(const json_t *llm, const char *source,
                  source, c.num_heads, c.num_kv_heads, c.mamba_num_heads, c.n_groups, c.conv_kernel);
         return -1;
     }
+    // nemotron_h_d_inner and nemotron_h_conv_dim compute in int.
+    if ((int64_t)c.mamba_num_heads * c.mamba_head_dim + 2 * (int64_t)c.n_groups * c.ssm_state_size >
+        INT32_MAX) {
+        snprintf(err, err_size,
+                 "%s: Mamba sizes too large (heads %d x head dim %d, groups %d x state %d)", source,
+                 c.mamba_num_heads, c.mamba_head_dim, c.n_groups, c.ssm_state_size);
+        return -1;
+    }
     *out = c;
     return 0;
 }
