@@ -1,5 +1,9 @@
-// engine.c: the engine.h API over the CPU backend, with Qwen2.5-VL (engine/qwen2_5_vl.h);
-// Nemotron-Nano-12B-v2-VL models are handed to their own path (nemotron_vl_engine.h).
+// engine.c: the engine.h API over the CPU backend or, in builds with kernels/ (CLIPCAP_CUDA,
+// which defines CLIPCAP_ENGINE_CUDA here), the CUDA backend, with Qwen2.5-VL
+// (engine/qwen2_5_vl.h); Nemotron-Nano-12B-v2-VL models are handed to their own path
+// (nemotron_vl_engine.h). The model path is backend-neutral: host data reaches tensors through
+// tensor_from_host / tensor_write and comes back through tensor_read (logits), so engine_open is
+// the one place that picks the backend and the KV cache's dtype.
 //
 // Life of a request: engine_submit preprocesses the frames into patch rows and tokenizes the
 // stage-1 prompt; a step admits at most one prefill (vision tower + prompt) when the KV pool
@@ -10,6 +14,7 @@
 #include "engine.h"
 
 #include "chat_template.h"
+#include "engine_debug.h"
 #include "kv_cache.h"
 #include "model_config.h"
 #include "model_manifest.h"
@@ -30,12 +35,19 @@
 #include <string.h>
 #include <time.h>
 
+#ifdef CLIPCAP_ENGINE_CUDA
+#include "backend_cuda.h"
+#endif
+
 #ifndef CLIPCAP_VERSION
 #define CLIPCAP_VERSION "unknown"
 #endif
 
-#define ENGINE_BLOCK_SIZE             16
-#define ENGINE_DEFAULT_BUDGET         ((size_t)2 << 30) // KV pool on the CPU backend
+#define ENGINE_BLOCK_SIZE     16
+#define ENGINE_DEFAULT_BUDGET ((size_t)2 << 30) // KV pool on the CPU backend
+// KV pool on the CUDA backend without a configured budget: this share of the device memory
+// free once the weights are loaded (the rest is for activations, scratch and the pool's cache).
+#define ENGINE_CUDA_KV_SHARE          0.5
 #define ENGINE_DEFAULT_PREFILL_CHUNK  2048
 #define ENGINE_DEFAULT_MAX_REQUESTS   8
 #define ENGINE_STAGE2_TEMPLATE_TOKENS 16 // <|im_end|>\n<|im_start|>assistant\n and margin
@@ -131,8 +143,10 @@ struct engine {
     int in_flight;
     struct request *active; // submission order
     struct request *finished;
-    float *logits;     // [max_requests, vocab]
-    int prefill_chunk; // prompt tokens per step at most (bounds activation memory)
+    float *logits;                  // [max_requests, vocab]
+    int prefill_chunk;              // prompt tokens per step at most (bounds activation memory)
+    engine_token_observer observer; // engine_debug.h; NULL when none
+    void *observer_context;
 };
 
 static void sequence_free(struct sequence *s)
@@ -231,6 +245,84 @@ static int read_provenance(struct engine *e, char *err, size_t err_size)
     return 0;
 }
 
+// The backend named in the options. CUDA exists only in builds with kernels/ (CLIPCAP_CUDA=ON);
+// otherwise, or without a usable device, the caller gets a message saying which.
+static struct backend *create_backend(const struct engine_options *options, char *err,
+                                      size_t err_size)
+{
+    if (options->backend == ENGINE_BACKEND_CPU)
+        return backend_cpu_create(options->threads, err, err_size);
+#ifdef CLIPCAP_ENGINE_CUDA
+    char message[400];
+    struct backend *be = backend_cuda_create(0, message, sizeof(message));
+    if (!be) {
+        snprintf(err, err_size, "engine: backend cuda: %s", message);
+        return NULL;
+    }
+    // CLIPCAP_ENGINE_CUDA_ATTENTION=exact|reference: the f32 attention kernels instead of the
+    // tensor-core ones (accuracy checks; see docs/cuda.md).
+    const char *path = getenv("CLIPCAP_ENGINE_CUDA_ATTENTION");
+    if (path && *path) {
+        enum cuda_attention_path chosen = CUDA_ATTENTION_FAST;
+        if (!strcmp(path, "exact"))
+            chosen = CUDA_ATTENTION_EXACT;
+        else if (!strcmp(path, "reference"))
+            chosen = CUDA_ATTENTION_REFERENCE;
+        else if (strcmp(path, "fast") != 0) {
+            snprintf(err, err_size,
+                     "engine: CLIPCAP_ENGINE_CUDA_ATTENTION=%s (fast, exact or reference)", path);
+            backend_free(be);
+            return NULL;
+        }
+        backend_cuda_set_attention_path(be, chosen);
+    }
+    // CLIPCAP_ENGINE_CUDA_POOL=0: exact-size device allocations, no caching pool, so
+    // compute-sanitizer sees every tensor's true bounds (tests/gpu/run_fixtures.sh).
+    const char *pool = getenv("CLIPCAP_ENGINE_CUDA_POOL");
+    if (pool && !strcmp(pool, "0"))
+        backend_cuda_set_cache_limit(be, 0);
+    return be;
+#else
+    snprintf(err, err_size,
+             "engine: backend cuda asked for, but this engine is built without the CUDA backend "
+             "(configure with -DCLIPCAP_CUDA=ON)");
+    return NULL;
+#endif
+}
+
+// The KV cache's dtype: f32 on the CPU backend, bf16 on the GPU; CLIPCAP_ENGINE_KV_DTYPE=f32|bf16
+// overrides it (to measure what the bf16 cache costs in accuracy, on either backend).
+static enum tensor_dtype kv_dtype(int on_host)
+{
+    const char *forced = getenv("CLIPCAP_ENGINE_KV_DTYPE");
+    if (forced && !strcmp(forced, "f32"))
+        return TENSOR_F32;
+    if (forced && !strcmp(forced, "bf16"))
+        return TENSOR_BF16;
+    return on_host ? TENSOR_F32 : TENSOR_BF16;
+}
+
+// The KV pool's size when the options give none: 2 GiB of host memory on the CPU backend; on
+// the GPU a share of the device memory still free (called once the weights are loaded).
+static int kv_default_budget(struct backend *backend, size_t *budget, char *err, size_t err_size)
+{
+    *budget = ENGINE_DEFAULT_BUDGET;
+    if (backend_is_host(backend))
+        return 0;
+#ifdef CLIPCAP_ENGINE_CUDA
+    struct backend_cuda_memory memory;
+    if (backend_cuda_memory(backend, &memory) != 0 || memory.device_free_bytes == 0) {
+        snprintf(err, err_size, "engine: backend cuda: cannot read the free device memory");
+        return -1;
+    }
+    *budget = (size_t)((double)memory.device_free_bytes * ENGINE_CUDA_KV_SHARE);
+#else
+    (void)err;
+    (void)err_size;
+#endif
+    return 0;
+}
+
 int engine_open(const struct engine_options *options, engine **out, char *err, size_t err_size)
 {
     *out = NULL;
@@ -259,8 +351,8 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
                  options->variant);
         return -1;
     }
-    if (options->backend != ENGINE_BACKEND_CPU) {
-        snprintf(err, err_size, "engine: only the CPU backend is built in");
+    if (options->backend != ENGINE_BACKEND_CPU && options->backend != ENGINE_BACKEND_CUDA) {
+        snprintf(err, err_size, "engine: unknown backend %d", (int)options->backend);
         return -1;
     }
     struct engine *e = calloc(1, sizeof(*e));
@@ -278,7 +370,7 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
         snprintf(err, err_size, "engine: out of memory");
         goto fail;
     }
-    e->backend = backend_cpu_create(options->threads, err, err_size);
+    e->backend = create_backend(options, err, err_size);
     if (!e->backend)
         goto fail;
     if (model_config_load(e->model_dir, &files, err, err_size))
@@ -312,14 +404,19 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
                  QWEN_MAX_LAYERS);
         goto fail;
     }
+    int on_host = backend_is_host(e->backend);
+    size_t kv_budget = options->memory_budget_bytes;
+    if (kv_budget == 0 && kv_default_budget(e->backend, &kv_budget, err, err_size))
+        goto fail;
     struct kv_cache_config kv_config = {
         .num_layers = e->config.text.num_layers,
         .num_kv_heads = e->config.text.num_kv_heads,
         .head_dim = e->config.text.head_dim,
         .block_size = ENGINE_BLOCK_SIZE,
-        .dtype = TENSOR_F32, // the CPU backend is the fp32 reference
-        .budget_bytes =
-            options->memory_budget_bytes ? options->memory_budget_bytes : ENGINE_DEFAULT_BUDGET,
+        // The CPU backend is the fp32 reference; on the GPU the cache is bf16 (half the bytes
+        // per token: twice the clips in flight; the attention kernels read it directly).
+        .dtype = kv_dtype(on_host),
+        .budget_bytes = kv_budget,
         // stage 2 forks from stage 1: two sequences per request for a moment
         .max_sequences = 2 * e->max_requests,
     };
@@ -702,6 +799,9 @@ static void accept_token(struct engine *e, struct request *r, float *logits)
             sampler_observe(r->sampler, r->seq.tokens[i]);
     }
     int32_t token = sampler_next(r->sampler, logits);
+    if (e->observer)
+        e->observer(e->observer_context, r->caller_token, r->stage, r->generated, logits,
+                    e->config.text.vocab_size, token);
     r->seq.tokens[r->seq.count++] = token;
     r->generated++;
     if (sampler_is_stop(r->sampler, token))
@@ -1001,4 +1101,13 @@ int engine_collect(engine *e, struct engine_result *out, int max)
         request_free(e, r);
     }
     return n;
+}
+
+int engine_set_token_observer(engine *e, engine_token_observer observer, void *context)
+{
+    if (!e || e->nemotron)
+        return -1;
+    e->observer = observer;
+    e->observer_context = context;
+    return 0;
 }
