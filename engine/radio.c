@@ -54,8 +54,10 @@ int radio_config_from_json(const json_t *root, int llm_hidden, const char *sourc
                 err_size) ||
         get_int(root, "vision_config.num_attention_heads", source, 0, 16, &c.num_heads, err,
                 err_size) ||
-        get_int(root, "vision_config.intermediate_size", source, 0, 4 * c.hidden_size,
-                &c.intermediate_size, err, err_size) ||
+        // The default, 4 x hidden, held to get_int's own cap so that it cannot overflow.
+        get_int(root, "vision_config.intermediate_size", source, 0,
+                c.hidden_size > 1 << 28 ? 1 << 30 : 4 * c.hidden_size, &c.intermediate_size, err,
+                err_size) ||
         get_int(root, "vision_config.num_cls_tokens", source, 0, 4, &cls, err, err_size) ||
         get_int(root, "vision_config.num_registers", source, 0, 4, &registers, err, err_size) ||
         get_int(root, "vision_config.max_img_size", source, 0, 2048, &max_img, err, err_size))
@@ -86,6 +88,13 @@ int radio_config_from_json(const json_t *root, int llm_hidden, const char *sourc
     if (act && strcmp(act, "gelu") != 0) {
         snprintf(err, err_size, "%s: vision hidden_act \"%s\" is not supported (gelu)", source,
                  act);
+        return -1;
+    }
+    // Caps far above the published model's (512, 16) that keep the frame arithmetic below
+    // (patch * downsample, radio_tokens_per_frame, radio_patch_row_size) inside an int.
+    if (c.image_size > 16384 || c.patch_size > c.image_size) {
+        snprintf(err, err_size, "%s: image size %d or patch size %d out of range (at most 16384)",
+                 source, c.image_size, c.patch_size);
         return -1;
     }
     if (c.hidden_size % c.num_heads != 0 || c.image_size % (c.patch_size * c.downsample) != 0 ||
