@@ -91,6 +91,9 @@ def safetensors_files():
     yield safetensors_file([])
 
 
+NEMOTRON_FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures",
+                                 "nemotron", "tiny")
+
 QWEN_CONFIG = {
     "architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl",
     "torch_dtype": "bfloat16", "hidden_size": 16, "num_hidden_layers": 2,
@@ -124,6 +127,37 @@ def model_configs():
     yield dump(nested) + b"\0" + dump(generation)
     yield dump(QWEN_CONFIG) + b"\0" + dump(generation) + b"\0" + dump(quant)
     yield dump(fp8)
+    # The tiny Nemotron VL checkpoints' JSON files (tests/fixtures), as they are.
+    for variant in ("bf16", "fp8", "nvfp4"):
+        folder = os.path.join(NEMOTRON_FIXTURES, "checkpoint-" + variant)
+        if not os.path.isdir(folder):
+            continue
+        parts = []
+        for name in ("config.json", "generation_config.json", "hf_quant_config.json"):
+            path = os.path.join(folder, name)
+            if os.path.exists(path):
+                with open(path, "rb") as f:
+                    parts.append(f.read())
+        yield b"\0".join(parts)
+    # Override mode (fuzz_model_config.c): 0x01, a base number, records of (key number, 16-bit
+    # mantissa LE, shift byte with the sign in bit 7). Keys 18 vision_config.patch_size,
+    # 31 llm_config.mamba_num_heads, 39 patch_size; the values are the bases' own.
+    override = lambda key, value: bytes([key]) + struct.pack("<HB", value, 0)
+    yield b"\x01\x00" + override(18, 14)
+    yield b"\x01\x01" + override(18, 14)
+    yield b"\x01\x02" + override(31, 4) + override(39, 16)
+
+
+def model_config_bases():
+    """The base config.json files of fuzz_model_config's override mode."""
+    nested = {k: v for k, v in QWEN_CONFIG.items() if k in ("architectures", "model_type",
+                                                             "vision_config")}
+    nested["text_config"] = {k: v for k, v in QWEN_CONFIG.items() if k not in nested}
+    nested["text_config"]["rope_parameters"] = nested["text_config"].pop("rope_scaling")
+    yield "qwen2_5_vl.json", QWEN_CONFIG
+    yield "qwen2_5_vl_nested.json", nested
+    with open(os.path.join(NEMOTRON_FIXTURES, "checkpoint-bf16", "config.json")) as f:
+        yield "nemotron_vl.json", json.load(f)
 
 
 def byte_level_vocab():
@@ -230,6 +264,12 @@ def main():
         "tokenizer_encode": tokenizer_texts(),
         "daemon_config": ini_files(),
     }
+    bases = os.path.join(os.path.dirname(os.path.abspath(root)), "model_config_bases")
+    os.makedirs(bases, exist_ok=True)
+    for name, config in model_config_bases():
+        with open(os.path.join(bases, name), "w") as f:
+            json.dump(config, f, indent=1)
+            f.write("\n")
     for target, seeds in sets.items():
         folder = os.path.join(root, target)
         os.makedirs(folder, exist_ok=True)
