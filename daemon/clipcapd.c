@@ -240,6 +240,8 @@ static int start_pipeline(struct daemon *d, char *err, size_t err_size)
     options.media_limits.max_width = d->config.media_max_frame_width;
     options.media_limits.max_height = d->config.media_max_frame_height;
     options.media_limits.max_sampled_frames_per_window = d->config.media_max_frames_per_window;
+    // One clip's frames may not exceed the whole budget (the budget bounds all clips).
+    options.media_limits.max_decoded_bytes = options.max_frame_bytes;
     options.decode_threads = 1; // one thread per clip: workers decode clips in parallel
     options.transient_retries = 2;
     options.transient_backoff_ms = 1000;

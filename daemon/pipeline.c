@@ -177,8 +177,13 @@ static void fetch_and_decode(pipeline *p, objstore_fetcher *fetcher, struct job 
     // fetch still fails transiently gets a few more tries, further apart, before it fails.
     for (int attempt = 0;; attempt++) {
         fetch_error = objstore_fetch(fetcher, m->clip_uri, &object, err, sizeof(err));
+        struct objstore_fetch_stats stats;
+        objstore_last_stats(fetcher, &stats);
+        // Transient: timeouts, network errors and 5xx; a 4xx (or a redirect loop) will not
+        // change by asking again.
         int transient = fetch_error == OBJSTORE_ERR_TIMEOUT ||
-                        fetch_error == OBJSTORE_ERR_NETWORK || fetch_error == OBJSTORE_ERR_HTTP;
+                        fetch_error == OBJSTORE_ERR_NETWORK ||
+                        (fetch_error == OBJSTORE_ERR_HTTP && stats.http_status >= 500);
         if (!transient || attempt >= p->options.transient_retries || atomic_load(&p->stopping))
             break;
         long delay = p->options.transient_backoff_ms << attempt;
