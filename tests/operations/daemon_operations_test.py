@@ -290,7 +290,9 @@ def main():
                  "--set", f"daemon.state_dir={work}/idle-{i}"], stderr=out, env=plain_env))
         processes.append(instances[-1])
     idle_logs = [os.path.join(work, f"idle-{i}.log") for i in range(3)]
-    wait_for(60, "all three instances ready",
+    # Three members joining at once take several cooperative rebalance rounds; on a loaded
+    # 2-core CI machine that has been seen to take over a minute.
+    wait_for(180, "all three instances ready",
              lambda: all("event=notified_ready" in open(l).read() for l in idle_logs),
              idle_logs[-1])
     if not any("kafka_partitions_assigned count=0" in open(l).read() for l in idle_logs):
