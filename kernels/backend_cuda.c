@@ -625,6 +625,19 @@ int backend_cuda_memory(struct backend *be, struct backend_cuda_memory *memory)
     return 0;
 }
 
+int backend_cuda_matmul_paths(struct backend *be, struct backend_cuda_matmul_paths *paths)
+{
+    if (be->ops != &cuda_ops)
+        return -1;
+    struct cuda_matmul_stats stats;
+    cuda_matmul_get_stats(cuda(be)->matmul, &stats);
+    paths->cublaslt = stats.cublaslt;
+    paths->bias_epilogue = stats.cublaslt_bias_epilogue;
+    paths->fallback = stats.fallback;
+    paths->plans = stats.plans;
+    return 0;
+}
+
 int backend_cuda_set_cache_limit(struct backend *be, size_t bytes)
 {
     if (be->ops != &cuda_ops)

@@ -50,6 +50,12 @@ struct backend_cuda_memory {
     long long device_allocations, reuses;         // cudaMalloc calls, pool hits
 };
 int backend_cuda_memory(struct backend *be, struct backend_cuda_memory *memory);
+// How op_matmul calls ran since creation: cuBLASLt (of which with the fused bias epilogue), the
+// CUDA-core fallback (shapes cuBLASLt refused), and the algorithm searches (one per new shape).
+struct backend_cuda_matmul_paths {
+    long long cublaslt, bias_epilogue, fallback, plans;
+};
+int backend_cuda_matmul_paths(struct backend *be, struct backend_cuda_matmul_paths *paths);
 // Caps the released memory kept for reuse (default 4 GiB); 0 turns the pool off (exact-size
 // allocations, so compute-sanitizer sees every tensor's true bounds). -1 if not CUDA.
 int backend_cuda_set_cache_limit(struct backend *be, size_t bytes);

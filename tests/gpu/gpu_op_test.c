@@ -306,9 +306,12 @@ static double seconds_now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-// Throughput of the bf16 GEMM at a Qwen2.5-7B MLP shape (information, not a pass criterion).
+// Throughput of the bf16 GEMM at a Qwen2.5-7B MLP shape (information), and the plan cache: 21
+// calls of one shape must search for an algorithm once and all run on cuBLASLt.
 static void time_matmul(int64_t m, int64_t n, int64_t k)
 {
+    struct backend_cuda_matmul_paths before, after;
+    backend_cuda_matmul_paths(gpu, &before);
     struct tensor *x = tensor_new_2d(gpu, TENSOR_BF16, m, k, "x", err, sizeof err);
     struct tensor *w = tensor_new_2d(gpu, TENSOR_BF16, n, k, "w", err, sizeof err);
     struct tensor *out = tensor_new_2d(gpu, TENSOR_F32, m, n, "out", err, sizeof err);
@@ -324,6 +327,19 @@ static void time_matmul(int64_t m, int64_t n, int64_t k)
     double t = (seconds_now() - t0) / reps;
     printf("time matmul bf16 %lldx%lldx%lld: %.3f ms, %.0f TFLOP/s\n", (long long)m, (long long)n,
            (long long)k, t * 1e3, 2.0 * (double)m * (double)n * (double)k / t / 1e12);
+    backend_cuda_matmul_paths(gpu, &after);
+    int pass = after.plans == before.plans + 1 && after.cublaslt == before.cublaslt + reps + 1 &&
+               after.fallback == before.fallback;
+    printf("%s %-16s %-44s plans +%lld, cuBLASLt calls +%lld, fallback +%lld\n",
+           pass ? "ok  " : "FAIL", "matmul", "one algorithm search per shape",
+           after.plans - before.plans, after.cublaslt - before.cublaslt,
+           after.fallback - before.fallback);
+    struct op_summary *s = summary_of("matmul");
+    s->cases++;
+    if (!pass) {
+        failures++;
+        s->failures++;
+    }
     tensor_free(x);
     tensor_free(w);
     tensor_free(out);
@@ -1307,6 +1323,11 @@ int main(int argc, char **argv)
     }
 
     if (cuda_device) {
+        struct backend_cuda_matmul_paths paths;
+        backend_cuda_matmul_paths(gpu, &paths);
+        printf("matmul paths: %lld cuBLASLt calls (%lld with the bias epilogue), %lld fallback, "
+               "%lld algorithm searches\n",
+               paths.cublaslt, paths.bias_epilogue, paths.fallback, paths.plans);
         struct backend_cuda_memory memory;
         backend_cuda_memory(gpu, &memory);
         printf("memory: peak tensors %.1f MiB, cached %.1f MiB, workspace %.1f MiB, %lld "
