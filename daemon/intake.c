@@ -16,7 +16,17 @@ struct intake {
     char *topic;
     offset_tracker *tracker;
     int paused;
+    int rebalanced; // the rebalance callback has run at least once
 };
+
+// librdkafka before 2.3.0 aborts in rd_kafka_destroy() when a cooperative-sticky consumer
+// is destroyed after its JoinGroup was answered but before its first SyncGroup assignment
+// (rd_kafka_sticky_assignor_state_destroy asserts on a NULL state; librdkafka #4312, fixed
+// by #4381). Debian 12 ships 2.0.2, and a daemon stopped while it is still joining the group
+// hits this (seen in the broker-faults test). The first rebalance callback comes after that
+// assignment, so before closing such a consumer we wait, polling, for it.
+#define INTAKE_FIRST_ASSIGNMENT_FIXED_VERSION 0x020300ff
+#define INTAKE_FIRST_ASSIGNMENT_WAIT_MS       30000
 
 static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *err,
                     size_t err_size)
@@ -48,6 +58,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *partitions, void *opaque)
 {
     intake *in = opaque;
+    in->rebalanced = 1;
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     char count[16];
     snprintf(count, sizeof(count), "%d", partitions->cnt);
@@ -233,16 +244,38 @@ int intake_paused(const intake *in)
     return in->paused;
 }
 
+// See INTAKE_FIRST_ASSIGNMENT_FIXED_VERSION. Returns 1 when destroying the consumer is safe.
+static int wait_for_first_assignment(intake *in)
+{
+    if (in->rebalanced || rd_kafka_version() >= INTAKE_FIRST_ASSIGNMENT_FIXED_VERSION)
+        return 1;
+    log_event(LOG_LEVEL_INFO, "kafka_waiting_for_first_assignment", NULL);
+    // Intake is paused by now, so newly assigned partitions stay paused and nothing new is
+    // fetched; a message that still arrives is left unstored for the partition's next owner.
+    for (int waited_ms = 0; !in->rebalanced && waited_ms < INTAKE_FIRST_ASSIGNMENT_WAIT_MS;
+         waited_ms += 100) {
+        rd_kafka_message_t *message = rd_kafka_consumer_poll(in->consumer, 100);
+        if (message)
+            rd_kafka_message_destroy(message);
+    }
+    return in->rebalanced;
+}
+
 void intake_close(intake *in)
 {
     if (!in)
         return;
+    int destroy_is_safe = wait_for_first_assignment(in);
     rd_kafka_resp_err_t err = rd_kafka_commit(in->consumer, NULL, 0);
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
         log_event(LOG_LEVEL_WARNING, "kafka_final_commit_failed", "msg", rd_kafka_err2str(err),
                   NULL);
     rd_kafka_consumer_close(in->consumer);
-    rd_kafka_destroy(in->consumer);
+    if (destroy_is_safe)
+        rd_kafka_destroy(in->consumer);
+    else // the process is exiting; leaking the handle beats an abort (see above)
+        log_event(LOG_LEVEL_WARNING, "kafka_consumer_not_destroyed", "msg",
+                  "no group assignment arrived within 30 s; librdkafka < 2.3.0 would abort", NULL);
     offset_tracker_destroy(in->tracker);
     free(in->topic);
     free(in);

@@ -35,6 +35,8 @@ void intake_set_paused(intake *in, int paused);
 int intake_paused(const intake *in);
 
 // Commits the stored offsets synchronously, leaves the group and destroys the consumer.
+// A consumer still joining its group is first given up to 30 s to get its assignment
+// (librdkafka < 2.3.0 aborts otherwise; see intake.c).
 void intake_close(intake *in);
 
 #endif
