@@ -767,6 +767,7 @@ static void end_stage(struct engine *e, struct request *r, enum engine_finish_re
     struct engine_stage_output *out = stage_output(r);
     out->finish_reason = reason;
     out->prompt_tokens = s->prompt_len;
+    out->cached_prompt_tokens = r->stage == 2 ? r->prefix_len : 0;
     out->output_tokens = r->generated;
     out->prefill_seconds = r->prefill_done_at - r->stage_started_at;
     out->decode_seconds = now_seconds() - r->prefill_done_at;
@@ -804,7 +805,7 @@ static void accept_token(struct engine *e, struct request *r, float *logits)
                     e->config.text.vocab_size, token);
     r->seq.tokens[r->seq.count++] = token;
     r->generated++;
-    if (sampler_is_stop(r->sampler, token))
+    if (!r->sampling.ignore_stop_tokens && sampler_is_stop(r->sampler, token))
         end_stage(e, r, ENGINE_FINISH_STOP);
     else if (r->generated >= r->sampling.max_output_tokens)
         end_stage(e, r, ENGINE_FINISH_LENGTH);

@@ -64,15 +64,16 @@ struct engine_sampling {
     float repetition_penalty; // Qwen 1.05; Nemotron 1.0
     int max_output_tokens;    // 512
     uint64_t seed;            // per-request seed so a retried job samples the same tokens
+    int ignore_stop_tokens;   // benchmarks: always generate max_output_tokens (random weights)
 };
 
 struct engine_request {
-    uint64_t caller_token;            // returned unchanged in the result
-    struct engine_frames frames;      // borrowed until engine_submit returns
-    const char *prompt_text;          // stage-1 user prompt
-    const char *stage2_prompt_text;   // NULL: stage 1 only; else the stage-2 prefix
+    uint64_t caller_token;          // returned unchanged in the result
+    struct engine_frames frames;    // borrowed until engine_submit returns
+    const char *prompt_text;        // stage-1 user prompt
+    const char *stage2_prompt_text; // NULL: stage 1 only; else the stage-2 prefix
     struct engine_sampling sampling;
-    float evs_pruning_rate;           // Nemotron EVS (0 = off)
+    float evs_pruning_rate; // Nemotron EVS (0 = off)
 };
 
 enum engine_finish_reason {
@@ -90,6 +91,7 @@ enum engine_status {
 struct engine_stage_output {
     char *text; // UTF-8 caption, owned by the result
     int prompt_tokens;
+    int cached_prompt_tokens; // of those, taken from the KV cache (stage 2: the stage-1 prefix)
     int output_tokens;
     enum engine_finish_reason finish_reason;
     double prefill_seconds;
@@ -99,10 +101,10 @@ struct engine_stage_output {
 struct engine_result {
     uint64_t caller_token;
     enum engine_status status;
-    char error[256];                     // set when status != ENGINE_OK
+    char error[256]; // set when status != ENGINE_OK
     struct engine_stage_output stage1;
-    struct engine_stage_output stage2;   // text == NULL when stage 2 was not asked for
-    double queue_seconds;                // submit to first GPU/CPU work
+    struct engine_stage_output stage2; // text == NULL when stage 2 was not asked for
+    double queue_seconds;              // submit to first GPU/CPU work
 };
 
 // Opens a model. On failure returns non-zero and writes a message naming the cause to err.

@@ -610,7 +610,7 @@ static int take_token(struct nemotron_engine *e, int index, float *logits)
         a->decode_start = now_seconds();
     int32_t token = sampler_next(a->sampler, logits);
     st->tokens[st->token_count++] = token;
-    st->stopped = sampler_is_stop(a->sampler, token);
+    st->stopped = !a->q.request.sampling.ignore_stop_tokens && sampler_is_stop(a->sampler, token);
     if (!st->stopped && st->token_count < a->q.request.sampling.max_output_tokens) {
         a->decoding = 1;
         a->next_token = token;
