@@ -147,7 +147,37 @@ struct engine {
     int prefill_chunk;              // prompt tokens per step at most (bounds activation memory)
     engine_token_observer observer; // engine_debug.h; NULL when none
     void *observer_context;
+    struct engine_profile *profile; // CLIPCAP_ENGINE_PROFILE=1; NULL when off
 };
+
+// Where a step's time goes (CLIPCAP_ENGINE_PROFILE=1, printed to stderr by engine_close).
+// Steps end with the logits read back to the host, so a step's wall time is its GPU time plus
+// host work; the vision tower gets a backend_synchronize after it only while profiling.
+struct engine_profile {
+    double vision_seconds;
+    int vision_calls;
+    double mixed_seconds; // steps with a prompt chunk (and whatever decodes ran beside it)
+    long mixed_steps, mixed_prompt_tokens, mixed_decode_rows;
+    double decode_seconds; // steps of decodes only
+    long decode_steps, decode_rows;
+    double sample_seconds; // host sampling and detokenizing after the steps
+};
+
+static void profile_print(const struct engine_profile *p)
+{
+    fprintf(stderr,
+            "engine profile: vision %d calls %.3f s (%.3f s each); mixed steps %ld %.3f s "
+            "(%.1f ms each, %ld prompt tokens = %.0f tok/s, %ld decode rows); decode-only steps "
+            "%ld %.3f s (%.2f ms each, mean batch %.1f); host sampling %.3f s\n",
+            p->vision_calls, p->vision_seconds,
+            p->vision_calls ? p->vision_seconds / p->vision_calls : 0.0, p->mixed_steps,
+            p->mixed_seconds, p->mixed_steps ? 1e3 * p->mixed_seconds / p->mixed_steps : 0.0,
+            p->mixed_prompt_tokens,
+            p->mixed_seconds > 0 ? p->mixed_prompt_tokens / p->mixed_seconds : 0.0,
+            p->mixed_decode_rows, p->decode_steps, p->decode_seconds,
+            p->decode_steps ? 1e3 * p->decode_seconds / p->decode_steps : 0.0,
+            p->decode_steps ? (double)p->decode_rows / p->decode_steps : 0.0, p->sample_seconds);
+}
 
 static void sequence_free(struct sequence *s)
 {
@@ -429,6 +459,11 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
     const char *chunk = getenv("CLIPCAP_ENGINE_PREFILL_CHUNK");
     if (chunk && atoi(chunk) > 0)
         e->prefill_chunk = atoi(chunk);
+    const char *profile = getenv("CLIPCAP_ENGINE_PROFILE");
+    if (profile && !strcmp(profile, "1") && !(e->profile = calloc(1, sizeof(*e->profile)))) {
+        snprintf(err, err_size, "engine: out of memory for the profile");
+        goto fail;
+    }
     e->logits = malloc((size_t)e->max_requests * e->config.text.vocab_size * sizeof(float));
     if (!e->logits) {
         snprintf(err, err_size, "engine: out of memory for logits");
@@ -453,6 +488,9 @@ void engine_close(engine *e)
         free(e);
         return;
     }
+    if (e->profile && (e->profile->mixed_steps || e->profile->decode_steps))
+        profile_print(e->profile);
+    free(e->profile);
     for (struct request *r = e->active, *next; r; r = next) {
         next = r->next;
         request_free(e, r);
@@ -952,10 +990,21 @@ static int prepare_prefill(struct engine *e, struct request *r)
             fail_request(e, r, ENGINE_ERROR_RESOURCES, message);
             return -1;
         }
+        double vision_started = now_seconds();
         if (qwen_vision_forward(e->model, r->pixel_rows, &r->grid, r->vision, message,
                                 sizeof(message))) {
             fail_request(e, r, ENGINE_ERROR_INTERNAL, message);
             return -1;
+        }
+        if (e->profile && backend_synchronize(e->backend)) {
+            const char *why = backend_error(e->backend);
+            snprintf(message, sizeof(message), "vision tower: %s", why ? why : "backend failure");
+            fail_request(e, r, ENGINE_ERROR_INTERNAL, message);
+            return -1;
+        }
+        if (e->profile) {
+            e->profile->vision_seconds += now_seconds() - vision_started;
+            e->profile->vision_calls++;
         }
         free(r->pixel_rows); // the embeddings are all that is needed from here on
         r->pixel_rows = NULL;
@@ -1041,6 +1090,7 @@ int engine_step(engine *e, char *err, size_t err_size)
         new_tokens[n] = tokens;
         was_prefill[n++] = 1;
     }
+    double step_started = now_seconds();
     int rc = n > 0 ? run_step(e, batch, new_tokens, n, err, err_size) : 0;
     if (rc == KV_CACHE_NO_SPACE) {
         // Admission makes this rare (a stage-2 caption that re-encodes longer than estimated):
@@ -1061,6 +1111,26 @@ int engine_step(engine *e, char *err, size_t err_size)
         n = m;
         rc = n > 0 ? run_step(e, batch, new_tokens, n, err, err_size) : 0;
     }
+    if (rc == 0 && e->profile && n > 0) {
+        struct engine_profile *p = e->profile;
+        double seconds = now_seconds() - step_started;
+        long prompt_tokens = 0, decode_rows = 0;
+        for (int i = 0; i < n; i++) {
+            prompt_tokens += was_prefill[i] ? new_tokens[i] : 0;
+            decode_rows += !was_prefill[i];
+        }
+        if (prompt_tokens > 0) {
+            p->mixed_seconds += seconds;
+            p->mixed_steps++;
+            p->mixed_prompt_tokens += prompt_tokens;
+            p->mixed_decode_rows += decode_rows;
+        } else {
+            p->decode_seconds += seconds;
+            p->decode_steps++;
+            p->decode_rows += decode_rows;
+        }
+    }
+    double sample_started = now_seconds();
     if (rc == 0) {
         for (int i = 0; i < n; i++) {
             struct request *r = batch[i];
@@ -1082,6 +1152,8 @@ int engine_step(engine *e, char *err, size_t err_size)
                          rc == KV_CACHE_NO_SPACE ? ENGINE_ERROR_RESOURCES : ENGINE_ERROR_INTERNAL,
                          err);
     }
+    if (e->profile)
+        e->profile->sample_seconds += now_seconds() - sample_started;
     free(batch);
     free(new_tokens);
     free(was_prefill);
