@@ -414,8 +414,13 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
     if (options->random_weights)
         e->weights =
             qwen_weights_random(&e->config, e->backend, options->random_seed, err, err_size);
-    else
-        e->weights = qwen_weights_load(&e->config, e->backend, e->model_dir, err, err_size);
+    else {
+        // CLIPCAP_ENGINE_WEIGHTS_F32=1: f32 weights, so the CUDA matmuls keep f32 activations
+        // (tests/gpu holds that mode to the fp32 reference; docs/cuda.md "Numerics").
+        const char *upcast = getenv("CLIPCAP_ENGINE_WEIGHTS_F32");
+        e->weights = qwen_weights_load(&e->config, e->backend, e->model_dir,
+                                       upcast && !strcmp(upcast, "1"), err, err_size);
+    }
     if (!e->weights)
         goto fail;
     if (qwen_model_create(&e->config, e->backend, qwen_weights_lookup, e->weights, &e->model, err,

@@ -89,12 +89,13 @@ struct qwen_weights *qwen_weights_random(const struct qwen_config *config, struc
 }
 
 struct qwen_weights *qwen_weights_load(const struct qwen_config *config, struct backend *be,
-                                       const char *dir, char *err, size_t err_size)
+                                       const char *dir, int upcast_f32, char *err, size_t err_size)
 {
     struct spec_list list;
     struct qwen_weights *w = prepare(config, be, &list, err, err_size);
     if (!w)
         return NULL;
+    weight_store_set_upcast_f32(w->store, upcast_f32);
     if (weight_store_load(w->store, dir, list.specs, list.count, err, err_size)) {
         qwen_weights_free(w);
         w = NULL;

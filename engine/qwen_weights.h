@@ -21,8 +21,9 @@ struct qwen_weights *qwen_weights_random(const struct qwen_config *config, struc
 // Loads and checks the checkpoint tensors of dir (model.safetensors or the sharded index):
 // every tensor the config implies must be there with its shape (names as the published
 // checkpoints write them: visual.*, model.*, lm_head.weight).
+// upcast_f32: bf16/f16 tensors are kept as f32 (weight_store_set_upcast_f32).
 struct qwen_weights *qwen_weights_load(const struct qwen_config *config, struct backend *be,
-                                       const char *dir, char *err, size_t err_size);
+                                       const char *dir, int upcast_f32, char *err, size_t err_size);
 
 // qwen_weight_lookup over a qwen_weights (context).
 struct tensor *qwen_weights_lookup(void *context, const char *name, char *err, size_t err_size);

@@ -20,7 +20,13 @@ struct weight_store {
     size_t count, capacity;
     struct safetensors_model **checkpoints; // kept mapped while tensors point into them
     size_t checkpoint_count;
+    int upcast_f32; // weight_store_set_upcast_f32
 };
+
+void weight_store_set_upcast_f32(struct weight_store *store, int upcast)
+{
+    store->upcast_f32 = upcast;
+}
 
 struct weight_store *weight_store_new(struct backend *backend, char *err, size_t err_size)
 {
@@ -164,6 +170,21 @@ static struct tensor *entry_tensor(struct weight_store *store, const struct safe
                                    size_t err_size)
 {
     const void *data = safetensors_data(file, e);
+    if (store->upcast_f32 && (dtype == TENSOR_BF16 || dtype == TENSOR_F16)) {
+        int64_t count = 1;
+        for (int i = 0; i < ndim; i++)
+            count *= shape[i];
+        float *values = malloc((size_t)(count > 0 ? count : 1) * sizeof(float));
+        if (!values) {
+            snprintf(err, err_size, "weights: out of memory upcasting %s", name);
+            return NULL;
+        }
+        tensor_load_f32(values, data, dtype, 0, count);
+        struct tensor *t =
+            tensor_from_host(store->backend, TENSOR_F32, ndim, shape, values, name, err, err_size);
+        free(values);
+        return t;
+    }
     if (backend_is_host(store->backend) && (uintptr_t)data % tensor_dtype_size(dtype) == 0)
         return tensor_wrap(store->backend, dtype, ndim, shape, data, name, err, err_size);
     return tensor_from_host(store->backend, dtype, ndim, shape, data, name, err, err_size);

@@ -49,6 +49,10 @@ struct weight_spec {
 struct weight_store;
 
 struct weight_store *weight_store_new(struct backend *backend, char *err, size_t err_size);
+// Loads bf16/f16 checkpoint tensors as f32 (values unchanged): the CUDA backend then runs
+// their matmuls as f32 x f32 instead of rounding the activations to bf16, the numerics check
+// of tests/gpu (CLIPCAP_ENGINE_WEIGHTS_F32=1). Off by default; set before loading.
+void weight_store_set_upcast_f32(struct weight_store *store, int upcast);
 void weight_store_free(struct weight_store *store);
 
 // Loads every spec from the checkpoint in dir (model.safetensors or the sharded index). The

@@ -192,6 +192,32 @@ static void test_load_checked(void **state)
     weight_store_free(store);
 }
 
+// weight_store_set_upcast_f32: bf16 tensors arrive as f32 with the same values; f32 and fp8
+// tensors are untouched.
+static void test_load_upcast_f32(void **state)
+{
+    (void)state;
+    write_checkpoint();
+    int64_t s_flat[2] = {4, 12}, s_fp8[2] = {2, 2};
+    struct weight_spec specs[2] = {
+        spec("visual.patch_embed.proj.weight", 2, s_flat, WEIGHT_INIT_UNIFORM),
+        spec("layers.0.mixer.in_proj.weight", 2, s_fp8, WEIGHT_INIT_UNIFORM),
+    };
+    struct weight_store *store = weight_store_new(be, err, sizeof err);
+    weight_store_set_upcast_f32(store, 1);
+    if (weight_store_load(store, dir, specs, 2, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    struct tensor *conv = weight_store_get(store, "visual.patch_embed.proj.weight");
+    assert_int_equal(conv->dtype, TENSOR_F32);
+    assert_int_equal(conv->shape[0], 4);
+    assert_int_equal(conv->shape[1], 12);
+    for (int i = 0; i < 48; i++)
+        assert_true(((const float *)conv->data)[i] == (float)i);
+    assert_int_equal(weight_store_get(store, "layers.0.mixer.in_proj.weight")->dtype,
+                     TENSOR_F8_E4M3);
+    weight_store_free(store);
+}
+
 static void expect_load_error(struct weight_spec s, const char *fragment1, const char *fragment2)
 {
     struct weight_store *store = weight_store_new(be, err, sizeof err);
@@ -379,8 +405,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_random_deterministic), cmocka_unit_test(test_load_checked),
-        cmocka_unit_test(test_load_mismatches),      cmocka_unit_test(test_load_nvfp4),
-        cmocka_unit_test(test_model_config),
+        cmocka_unit_test(test_load_mismatches),      cmocka_unit_test(test_load_upcast_f32),
+        cmocka_unit_test(test_load_nvfp4),           cmocka_unit_test(test_model_config),
     };
     return cmocka_run_group_tests_name("engine_core_weights", tests, setup, teardown);
 }

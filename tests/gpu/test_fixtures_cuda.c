@@ -1,15 +1,24 @@
 // test_fixtures_cuda.c: every Qwen2.5-VL transformers fixture (tests/fixtures/qwen2_5_vl) through
 // engine.h on the CUDA backend, next to the CPU backend (the f32 reference):
 // - prefill logits at the last prompt position: max |diff| vs the fixture's logits_last
-//   (transformers, fp32) and CUDA vs CPU; limit 2e-2 (bf16 weights, bf16 KV cache and bf16
-//   tensor-core attention on the GPU);
+//   (transformers, fp32) and CUDA vs CPU;
 // - the 32 greedy tokens (repetition penalty 1.0) vs the fixture's greedy_tokens: identical, or
 //   the first divergence and the logit gap there (engine logits: its token's minus the
-//   reference token's). A divergence counts as explained only when that gap is below 2e-2,
-//   i.e. the two candidates are tied within what the logits are held to.
-// Each fixture stage runs in three ways: the prompt in one step, the prompt in chunks of 37
-// tokens (prefill over a cached prefix, a chunk boundary inside the video tokens), and all stages
-// of a case batched in one engine (several prompts, then several decodes, per step).
+//   reference token's). A divergence counts as explained only when that gap is below the
+//   logits limit, i.e. the two candidates are tied within what the logits are held to.
+// Two numerics, two limits:
+// - "f32-gemm" (CLIPCAP_ENGINE_WEIGHTS_F32=1, CLIPCAP_ENGINE_KV_DTYPE=f32): the CUDA engine with
+//   f32 x f32 matmuls and an f32 cache, i.e. every kernel's math without bf16 rounding: held to
+//   max |diff| <= 2e-2 absolute, the limit.
+// - the production path (bf16 tensor-core GEMMs on activations rounded to bf16, bf16 cache):
+//   max |diff| <= 2e-2 x max|logit|. An absolute 2e-2 is below bf16 resolution at these
+//   fixtures' logit scale (one bf16 ulp at |logit| 16-32 is 0.125); transformers' own bf16 run
+//   is 1.5-5.8 from its fp32 logits on them and changes tiny_b's argmax
+//   (tests/gpu/bf16_reference_gap.py; tests/gpu/results/).
+// On the production path each fixture stage runs in three ways: the prompt in one step, the
+// prompt in chunks of 37 tokens (prefill over a cached prefix, a chunk boundary inside the video
+// tokens), and all stages of a case batched in one engine (several prompts, then several
+// decodes, per step); "f32-gemm" runs the one-step way.
 //
 // Plain C (no cmocka) so the GPU machine can build it. Usage:
 //   test_fixtures_cuda <tests/fixtures/qwen2_5_vl> <folder with tokenizer.json>
@@ -32,7 +41,7 @@
 #include <unistd.h>
 
 #define GREEDY_TOKENS  32
-#define LOGITS_LIMIT   2e-2
+#define LOGITS_LIMIT   2e-2 // absolute (f32-gemm), or times max|logit| (production path)
 #define MAX_STAGES     4
 #define CHUNK_TOKENS   "37"
 #define KV_BUDGET      ((size_t)256 << 20)
@@ -216,6 +225,19 @@ static double max_abs_diff(const float *a, const float *b, int n)
 
 // Runs the given stages of one case through one engine (batched when several) and prints one
 // line per stage. prefill_logits[i] (vocab floats each) receives stage i's prefill logits.
+// The logits limit of the numerics under test (see the top of this file).
+static int f32_gemm_mode;
+
+static double logits_limit(const float *reference, int vocab)
+{
+    if (f32_gemm_mode)
+        return LOGITS_LIMIT;
+    double scale = 0.0;
+    for (int v = 0; v < vocab; v++)
+        scale = fmax(scale, fabs(reference[v]));
+    return LOGITS_LIMIT * fmax(scale, 1.0);
+}
+
 // Returns the number of stages outside the limits, or -1 when the run itself failed.
 static int run_engine(const char *model_dir, enum engine_backend backend, const struct clip *clip,
                       const struct stage_reference *stages, int count, const char *label,
@@ -302,12 +324,13 @@ static int run_engine(const char *model_dir, enum engine_backend backend, const 
             continue;
         }
         double diff = max_abs_diff(o->prefill_logits, ref->logits, ref->vocab);
+        double limit = logits_limit(ref->logits, ref->vocab);
         int first = -1;
         for (int t = 0; t < GREEDY_TOKENS && first < 0; t++)
             if (t >= o->count || o->tokens[t] != ref->greedy[t])
                 first = t;
         char tokens[200];
-        int ok = diff <= LOGITS_LIMIT;
+        int ok = diff <= limit;
         if (first < 0) {
             snprintf(tokens, sizeof(tokens), "tokens 32/32 identical");
         } else if (first >= o->count) {
@@ -317,7 +340,7 @@ static int run_engine(const char *model_dir, enum engine_backend backend, const 
             ok = 0;
         } else {
             float gap = o->gap[first];
-            int explained = fabsf(gap) < LOGITS_LIMIT;
+            int explained = fabsf(gap) < limit;
             snprintf(tokens, sizeof(tokens),
                      "tokens identical through %d, then %d (reference %d), logit gap %.3g (%s)",
                      first, o->tokens[first], ref->greedy[first], gap,
@@ -327,8 +350,9 @@ static int run_engine(const char *model_dir, enum engine_backend backend, const 
         double scale = 0.0;
         for (int v = 0; v < ref->vocab; v++)
             scale = fmax(scale, fabs(ref->logits[v]));
-        printf("%s %s %s %s %s: logits max|diff| %.3g vs transformers (max|logit| %.3g); %s\n",
-               ok ? "ok  " : "FAIL", backend_name, case_name, label, ref->name, diff, scale,
+        printf("%s %s %s %s %s: logits max|diff| %.3g vs transformers (limit %.3g, max|logit| "
+               "%.3g); %s\n",
+               ok ? "ok  " : "FAIL", backend_name, case_name, label, ref->name, diff, limit, scale,
                tokens);
         failures += !ok;
         engine_result_free(r);
@@ -398,13 +422,14 @@ static int run_case(const char *root, const char *case_name, const char *tokeniz
                         &cpu_logits[i]);
         failures += rc < 0 ? 1 : rc;
         double diff = max_abs_diff(cuda_logits[i], cpu_logits[i], stages[i].vocab);
-        int ok = diff <= LOGITS_LIMIT;
-        printf("%s cuda-vs-cpu %s %s: prefill logits max|diff| %.3g\n", ok ? "ok  " : "FAIL",
-               case_name, stages[i].name, diff);
+        double limit = logits_limit(cpu_logits[i], stages[i].vocab);
+        int ok = diff <= limit;
+        printf("%s cuda-vs-cpu %s %s: prefill logits max|diff| %.3g (limit %.3g)\n",
+               ok ? "ok  " : "FAIL", case_name, stages[i].name, diff, limit);
         failures += !ok;
     }
     if (quick)
-        goto done;
+        goto f32_gemm;
     // Prompts in chunks of 37 tokens: later chunks attend to the bf16 cache of earlier ones.
     setenv("CLIPCAP_ENGINE_PREFILL_CHUNK", CHUNK_TOKENS, 1);
     for (int i = 0; i < stage_count; i++) {
@@ -419,6 +444,19 @@ static int run_case(const char *root, const char *case_name, const char *tokeniz
                             cuda_logits);
         failures += rc < 0 ? 1 : rc;
     }
+f32_gemm:
+    // The same engine with f32 matmuls and an f32 cache: held to the absolute limit.
+    setenv("CLIPCAP_ENGINE_WEIGHTS_F32", "1", 1);
+    setenv("CLIPCAP_ENGINE_KV_DTYPE", "f32", 1);
+    f32_gemm_mode = 1;
+    for (int i = 0; i < stage_count; i++) {
+        int rc = run_engine(dir, tested_backend, &clip, &stages[i], 1, "f32-gemm", case_name,
+                            &cuda_logits[i]);
+        failures += rc < 0 ? 1 : rc;
+    }
+    f32_gemm_mode = 0;
+    unsetenv("CLIPCAP_ENGINE_WEIGHTS_F32");
+    unsetenv("CLIPCAP_ENGINE_KV_DTYPE");
 done:
     if (dir[0])
         remove_model_dir(dir);
@@ -513,7 +551,8 @@ int main(int argc, char **argv)
         printf("ok   engine_open(backend cuda) refuses: %s\ntest_fixtures_cuda: skipped\n", err);
         return 77;
     }
-    printf("test_fixtures_cuda: %d case%s, logits limit %g, %d greedy tokens, attention path %s\n",
+    printf("test_fixtures_cuda: %d case%s, logits limit %g (f32-gemm absolute, production path "
+           "x max|logit|), %d greedy tokens, attention path %s\n",
            case_count, case_count == 1 ? "" : "s", LOGITS_LIMIT, GREEDY_TOKENS,
            getenv("CLIPCAP_ENGINE_CUDA_ATTENTION") ? getenv("CLIPCAP_ENGINE_CUDA_ATTENTION")
                                                    : "fast");

@@ -131,7 +131,7 @@ static int load_case(struct case_data *c, const char *name)
     free(text);
     c->backend = backend_cpu_create(2, err, sizeof(err));
     assert_non_null(c->backend);
-    c->weights = qwen_weights_load(&c->config, c->backend, path, err, sizeof(err));
+    c->weights = qwen_weights_load(&c->config, c->backend, path, 0, err, sizeof(err));
     if (!c->weights)
         fail_msg("%s", err);
     if (qwen_model_create(&c->config, c->backend, qwen_weights_lookup, c->weights, &c->model, err,
