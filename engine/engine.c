@@ -465,9 +465,15 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
     if (chunk && atoi(chunk) > 0)
         e->prefill_chunk = atoi(chunk);
     const char *profile = getenv("CLIPCAP_ENGINE_PROFILE");
-    if (profile && !strcmp(profile, "1") && !(e->profile = calloc(1, sizeof(*e->profile)))) {
-        snprintf(err, err_size, "engine: out of memory for the profile");
-        goto fail;
+    // 1: the step profile; 2: also every op's time (backend_profile_start; slows the run).
+    if (profile && (!strcmp(profile, "1") || !strcmp(profile, "2"))) {
+        e->profile = calloc(1, sizeof(*e->profile));
+        if (!e->profile) {
+            snprintf(err, err_size, "engine: out of memory for the profile");
+            goto fail;
+        }
+        if (!strcmp(profile, "2") && backend_profile_start(e->backend, err, err_size))
+            goto fail;
     }
     e->logits = malloc((size_t)e->max_requests * e->config.text.vocab_size * sizeof(float));
     if (!e->logits) {
@@ -493,8 +499,10 @@ void engine_close(engine *e)
         free(e);
         return;
     }
-    if (e->profile && (e->profile->mixed_steps || e->profile->decode_steps))
+    if (e->profile && (e->profile->mixed_steps || e->profile->decode_steps)) {
         profile_print(e->profile);
+        backend_profile_print(e->backend);
+    }
     free(e->profile);
     for (struct request *r = e->active, *next; r; r = next) {
         next = r->next;
@@ -996,6 +1004,7 @@ static int prepare_prefill(struct engine *e, struct request *r)
             return -1;
         }
         double vision_started = now_seconds();
+        backend_profile_phase(e->backend, "vision");
         if (qwen_vision_forward(e->model, r->pixel_rows, &r->grid, r->vision, message,
                                 sizeof(message))) {
             fail_request(e, r, ENGINE_ERROR_INTERNAL, message);
@@ -1096,6 +1105,10 @@ int engine_step(engine *e, char *err, size_t err_size)
         was_prefill[n++] = 1;
     }
     double step_started = now_seconds();
+    int with_prompt = 0;
+    for (int i = 0; i < n; i++)
+        with_prompt |= was_prefill[i];
+    backend_profile_phase(e->backend, with_prompt ? "mixed step" : "decode step");
     int rc = n > 0 ? run_step(e, batch, new_tokens, n, err, err_size) : 0;
     if (rc == KV_CACHE_NO_SPACE) {
         // Admission makes this rare (a stage-2 caption that re-encodes longer than estimated):

@@ -22,6 +22,7 @@ void backend_free(struct backend *backend)
 {
     if (!backend)
         return;
+    op_profile_free(backend);
     backend->ops->destroy(backend);
     free(backend);
 }
@@ -169,7 +170,8 @@ int op_matmul(struct backend *be, struct tensor *out, const struct tensor *x,
     TRY(check_no_alias(be, op, out, x, "x"));
     if (!be->ops->matmul)
         return not_implemented(be, "matmul");
-    return be->ops->matmul(be, out, x, w, bias);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "matmul", op_started, be->ops->matmul(be, out, x, w, bias));
 }
 
 int op_rms_norm(struct backend *be, struct tensor *out, const struct tensor *x,
@@ -196,7 +198,9 @@ int op_rms_norm(struct backend *be, struct tensor *out, const struct tensor *x,
     }
     if (!be->ops->rms_norm)
         return not_implemented(be, "rms_norm");
-    return be->ops->rms_norm(be, out, x, residual, weight, eps);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "rms_norm", op_started,
+                          be->ops->rms_norm(be, out, x, residual, weight, eps));
 }
 
 int op_rms_norm_gated(struct backend *be, struct tensor *out, const struct tensor *x,
@@ -223,7 +227,9 @@ int op_rms_norm_gated(struct backend *be, struct tensor *out, const struct tenso
                                  (long long)group_size, (long long)cols);
     if (!be->ops->rms_norm_gated)
         return not_implemented(be, "rms_norm_gated");
-    return be->ops->rms_norm_gated(be, out, x, gate, weight, group_size, eps);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "rms_norm_gated", op_started,
+                          be->ops->rms_norm_gated(be, out, x, gate, weight, group_size, eps));
 }
 
 int op_layer_norm(struct backend *be, struct tensor *out, const struct tensor *x,
@@ -248,7 +254,9 @@ int op_layer_norm(struct backend *be, struct tensor *out, const struct tensor *x
     TRY(check_rows_cols(be, op, "out", out, tensor_rows(x), cols));
     if (!be->ops->layer_norm)
         return not_implemented(be, "layer_norm");
-    return be->ops->layer_norm(be, out, x, weight, bias, eps);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "layer_norm", op_started,
+                          be->ops->layer_norm(be, out, x, weight, bias, eps));
 }
 
 int op_rotary(struct backend *be, struct tensor *x, const struct tensor *cos,
@@ -274,7 +282,9 @@ int op_rotary(struct backend *be, struct tensor *x, const struct tensor *cos,
     TRY(check_rows_cols(be, op, "sin", sin, tensor_rows(x), rotary_dim));
     if (!be->ops->rotary)
         return not_implemented(be, "rotary");
-    return be->ops->rotary(be, x, cos, sin, num_heads, head_dim);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "rotary", op_started,
+                          be->ops->rotary(be, x, cos, sin, num_heads, head_dim));
 }
 
 static int check_heads(struct backend *be, const char *op, int num_heads, int num_kv_heads,
@@ -322,8 +332,10 @@ int op_attention(struct backend *be, struct tensor *out, const struct tensor *q,
     TRY(check_no_alias(be, op, out, v, "v"));
     if (!be->ops->attention)
         return not_implemented(be, "attention");
-    return be->ops->attention(be, out, q, k, v, cu_seqlens, num_heads, num_kv_heads, head_dim, mask,
-                              scale);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "attention", op_started,
+                          be->ops->attention(be, out, q, k, v, cu_seqlens, num_heads, num_kv_heads,
+                                             head_dim, mask, scale));
 }
 
 static int check_cache(struct backend *be, const char *op, const struct tensor *k_cache,
@@ -363,7 +375,9 @@ int op_kv_cache_write(struct backend *be, struct tensor *k_cache, struct tensor 
     TRY(check_vector(be, op, "slot_mapping", slot_mapping, tokens));
     if (!be->ops->kv_cache_write)
         return not_implemented(be, "kv_cache_write");
-    return be->ops->kv_cache_write(be, k_cache, v_cache, k, v, slot_mapping);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "kv_cache_write", op_started,
+                          be->ops->kv_cache_write(be, k_cache, v_cache, k, v, slot_mapping));
 }
 
 int op_attention_paged(struct backend *be, struct tensor *out, const struct tensor *q,
@@ -403,8 +417,11 @@ int op_attention_paged(struct backend *be, struct tensor *out, const struct tens
     TRY(check_no_alias(be, op, out, q, "q"));
     if (!be->ops->attention_paged)
         return not_implemented(be, "attention_paged");
-    return be->ops->attention_paged(be, out, q, k_cache, v_cache, query_start, context_lens,
-                                    block_tables, num_heads, num_kv_heads, head_dim, scale);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "attention_paged", op_started,
+                          be->ops->attention_paged(be, out, q, k_cache, v_cache, query_start,
+                                                   context_lens, block_tables, num_heads,
+                                                   num_kv_heads, head_dim, scale));
 }
 
 static int check_state_batch(struct backend *be, const char *op, const struct tensor *state,
@@ -459,7 +476,10 @@ int op_conv1d_causal(struct backend *be, struct tensor *out, const struct tensor
     TRY(check_no_alias(be, op, out, x, "x"));
     if (!be->ops->conv1d_causal)
         return not_implemented(be, "conv1d_causal");
-    return be->ops->conv1d_causal(be, out, x, weight, bias, conv_state, query_start, state_slots);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(
+        be, "conv1d_causal", op_started,
+        be->ops->conv1d_causal(be, out, x, weight, bias, conv_state, query_start, state_slots));
 }
 
 int op_ssm_scan(struct backend *be, struct tensor *y, const struct tensor *x,
@@ -508,8 +528,11 @@ int op_ssm_scan(struct backend *be, struct tensor *y, const struct tensor *x,
     TRY(check_no_alias(be, op, y, x, "x"));
     if (!be->ops->ssm_scan)
         return not_implemented(be, "ssm_scan");
-    return be->ops->ssm_scan(be, y, x, dt, A_log, B, C, D, ssm_state, query_start, state_slots,
-                             num_heads, head_dim, num_groups, state_size);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "ssm_scan", op_started,
+                          be->ops->ssm_scan(be, y, x, dt, A_log, B, C, D, ssm_state, query_start,
+                                            state_slots, num_heads, head_dim, num_groups,
+                                            state_size));
 }
 
 int op_activation(struct backend *be, struct tensor *out, const struct tensor *x,
@@ -529,7 +552,8 @@ int op_activation(struct backend *be, struct tensor *out, const struct tensor *x
         return backend_set_error(be, "%s: unknown activation %d", op, (int)act);
     if (!be->ops->activation)
         return not_implemented(be, "activation");
-    return be->ops->activation(be, out, x, act);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "activation", op_started, be->ops->activation(be, out, x, act));
 }
 
 int op_swiglu(struct backend *be, struct tensor *out, const struct tensor *gate,
@@ -548,7 +572,8 @@ int op_swiglu(struct backend *be, struct tensor *out, const struct tensor *gate,
     TRY(check_rows_cols(be, op, "out", out, tensor_rows(gate), tensor_cols(gate)));
     if (!be->ops->swiglu)
         return not_implemented(be, "swiglu");
-    return be->ops->swiglu(be, out, gate, up);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "swiglu", op_started, be->ops->swiglu(be, out, gate, up));
 }
 
 static int check_binary(struct backend *be, const char *op, const struct tensor *out,
@@ -575,7 +600,8 @@ int op_add(struct backend *be, struct tensor *out, const struct tensor *a, const
     TRY(check_binary(be, "add", out, a, b));
     if (!be->ops->add)
         return not_implemented(be, "add");
-    return be->ops->add(be, out, a, b);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "add", op_started, be->ops->add(be, out, a, b));
 }
 
 int op_mul(struct backend *be, struct tensor *out, const struct tensor *a, const struct tensor *b)
@@ -585,7 +611,8 @@ int op_mul(struct backend *be, struct tensor *out, const struct tensor *a, const
     TRY(check_binary(be, "mul", out, a, b));
     if (!be->ops->mul)
         return not_implemented(be, "mul");
-    return be->ops->mul(be, out, a, b);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "mul", op_started, be->ops->mul(be, out, a, b));
 }
 
 int op_scale(struct backend *be, struct tensor *out, const struct tensor *x, float factor)
@@ -602,7 +629,8 @@ int op_scale(struct backend *be, struct tensor *out, const struct tensor *x, flo
                                  DESCRIBE(x));
     if (!be->ops->scale)
         return not_implemented(be, "scale");
-    return be->ops->scale(be, out, x, factor);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "scale", op_started, be->ops->scale(be, out, x, factor));
 }
 
 int op_gather_rows(struct backend *be, struct tensor *out, const struct tensor *table,
@@ -621,7 +649,9 @@ int op_gather_rows(struct backend *be, struct tensor *out, const struct tensor *
     TRY(check_no_alias(be, op, out, table, "table"));
     if (!be->ops->gather_rows)
         return not_implemented(be, "gather_rows");
-    return be->ops->gather_rows(be, out, table, index);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "gather_rows", op_started,
+                          be->ops->gather_rows(be, out, table, index));
 }
 
 int op_scatter_rows(struct backend *be, struct tensor *out, const struct tensor *src,
@@ -640,7 +670,9 @@ int op_scatter_rows(struct backend *be, struct tensor *out, const struct tensor 
     TRY(check_no_alias(be, op, out, src, "src"));
     if (!be->ops->scatter_rows)
         return not_implemented(be, "scatter_rows");
-    return be->ops->scatter_rows(be, out, src, index);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "scatter_rows", op_started,
+                          be->ops->scatter_rows(be, out, src, index));
 }
 
 int op_copy(struct backend *be, struct tensor *out, const struct tensor *x)
@@ -659,7 +691,8 @@ int op_copy(struct backend *be, struct tensor *out, const struct tensor *x)
         TRY(check_no_alias(be, op, out, x, "x"));
     if (!be->ops->copy)
         return not_implemented(be, "copy");
-    return be->ops->copy(be, out, x);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "copy", op_started, be->ops->copy(be, out, x));
 }
 
 int op_slice_columns(struct backend *be, struct tensor *out, const struct tensor *x,
@@ -680,7 +713,9 @@ int op_slice_columns(struct backend *be, struct tensor *out, const struct tensor
     TRY(check_no_alias(be, op, out, x, "x"));
     if (!be->ops->slice_columns)
         return not_implemented(be, "slice_columns");
-    return be->ops->slice_columns(be, out, x, column_offset);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "slice_columns", op_started,
+                          be->ops->slice_columns(be, out, x, column_offset));
 }
 
 int op_argmax(struct backend *be, struct tensor *out, const struct tensor *x)
@@ -697,7 +732,8 @@ int op_argmax(struct backend *be, struct tensor *out, const struct tensor *x)
         return backend_set_error(be, "%s: x (%s) has no columns", op, DESCRIBE(x));
     if (!be->ops->argmax)
         return not_implemented(be, "argmax");
-    return be->ops->argmax(be, out, x);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "argmax", op_started, be->ops->argmax(be, out, x));
 }
 
 int op_softmax(struct backend *be, struct tensor *out, const struct tensor *x,
@@ -713,7 +749,8 @@ int op_softmax(struct backend *be, struct tensor *out, const struct tensor *x,
     TRY(check_rows_cols(be, op, "out", out, tensor_rows(x), tensor_cols(x)));
     if (!be->ops->softmax)
         return not_implemented(be, "softmax");
-    return be->ops->softmax(be, out, x, inv_temperature);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "softmax", op_started, be->ops->softmax(be, out, x, inv_temperature));
 }
 
 int op_sample(struct backend *be, struct tensor *out, struct tensor *logits,
@@ -741,7 +778,9 @@ int op_sample(struct backend *be, struct tensor *out, struct tensor *logits,
     TRY(check_vector(be, op, "out", out, rows));
     if (!be->ops->sample)
         return not_implemented(be, op);
-    return be->ops->sample(be, out, logits, seen, params, random);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "sample", op_started,
+                          be->ops->sample(be, out, logits, seen, params, random));
 }
 
 int op_mark_seen(struct backend *be, struct tensor *seen, const struct tensor *ids)
@@ -756,5 +795,6 @@ int op_mark_seen(struct backend *be, struct tensor *seen, const struct tensor *i
     TRY(check_vector(be, op, "ids", ids, tensor_rows(seen)));
     if (!be->ops->mark_seen)
         return not_implemented(be, op);
-    return be->ops->mark_seen(be, seen, ids);
+    double op_started = op_profile_begin(be);
+    return op_profile_end(be, "mark_seen", op_started, be->ops->mark_seen(be, seen, ids));
 }

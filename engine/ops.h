@@ -48,6 +48,13 @@ const char *backend_name(const struct backend *backend); // "cpu", "cuda"
 int backend_is_host(const struct backend *backend);
 // Waits for queued work (a no-op on the CPU backend).
 int backend_synchronize(struct backend *backend);
+// Per-op timing, a diagnostic (op_profile.c): from backend_profile_start on, every op and
+// host<->device copy synchronizes before and after itself and its time is added under the
+// current phase (backend_profile_phase, a static string, e.g. "vision", "decode").
+// backend_profile_print writes the table to stderr. Slows the backend while on.
+int backend_profile_start(struct backend *backend, char *err, size_t err_size);
+void backend_profile_phase(struct backend *backend, const char *phase);
+void backend_profile_print(struct backend *backend);
 // The first error recorded since the last clear, or NULL.
 const char *backend_error(const struct backend *backend);
 void backend_clear_error(struct backend *backend);

@@ -90,12 +90,21 @@ struct backend_ops {
     int (*mark_seen)(struct backend *be, struct tensor *seen, const struct tensor *ids);
 };
 
+struct op_profile;
+
 struct backend {
     const struct backend_ops *ops;
     void *context; // the backend's own state
     int failed;
     char error[512];
+    struct op_profile *profile; // backend_profile_start (op_profile.c); NULL when off
 };
+
+// op_profile.c: ops.c and tensor.c bracket each backend call with these (no-ops while the
+// profile is off). op is a static string.
+double op_profile_begin(struct backend *backend);
+int op_profile_end(struct backend *backend, const char *op, double started, int rc);
+void op_profile_free(struct backend *backend);
 
 // Records an error (the first one sticks) and returns -1.
 int backend_set_error(struct backend *be, const char *format, ...)

@@ -296,7 +296,9 @@ int tensor_write(struct tensor *t, const void *host, size_t bytes, char *err, si
     }
     if (bytes == 0)
         return 0;
-    if (t->backend->ops->write(t->backend, t->data, host, bytes) != 0) {
+    double op_started = op_profile_begin(t->backend);
+    if (op_profile_end(t->backend, "host_to_device", op_started,
+                       t->backend->ops->write(t->backend, t->data, host, bytes)) != 0) {
         snprintf(err, err_size, "write to %s failed on the %s backend", t->name,
                  t->backend->ops->name);
         return -1;
@@ -313,7 +315,9 @@ int tensor_read(const struct tensor *t, void *host, size_t bytes, char *err, siz
     }
     if (bytes == 0)
         return 0;
-    if (t->backend->ops->read(t->backend, host, t->data, bytes) != 0) {
+    double op_started = op_profile_begin(t->backend);
+    if (op_profile_end(t->backend, "device_to_host", op_started,
+                       t->backend->ops->read(t->backend, host, t->data, bytes)) != 0) {
         snprintf(err, err_size, "read of %s failed on the %s backend", t->name,
                  t->backend->ops->name);
         return -1;
