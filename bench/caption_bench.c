@@ -5,7 +5,7 @@
 //   W2  the same with stage 2 (the stage-1 caption after "Please refine this caption: ",
 //       reusing the stage-1 prefix in the KV cache), again exactly --tokens tokens.
 //
-//   caption_bench --model DIR [--backend cuda|cpu] [--random-weights SEED] [--clips N]
+//   caption_bench --model DIR [--backend cuda|cpu|auto] [--random-weights SEED] [--clips N]
 //                 [--batch B] [--frames F] [--width W] [--height H] [--tokens T] [--stage2]
 //                 [--warmup K] [--chunk TOKENS]
 //
@@ -50,7 +50,7 @@ static double now_seconds(void)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: caption_bench --model DIR [--backend cuda|cpu] [--random-weights SEED]\n"
+            "usage: caption_bench --model DIR [--backend cuda|cpu|auto] [--random-weights SEED]\n"
             "       [--clips N] [--batch B] [--frames F] [--width W] [--height H]\n"
             "       [--tokens T] [--stage2] [--warmup K] [--chunk TOKENS]\n");
 }
@@ -85,7 +85,9 @@ static int parse(int argc, char **argv, struct bench_options *o)
             o->model_dir = optarg;
             break;
         case 'b':
-            if (!strcmp(optarg, "cuda"))
+            if (!strcmp(optarg, "auto"))
+                o->backend = ENGINE_BACKEND_AUTO;
+            else if (!strcmp(optarg, "cuda"))
                 o->backend = ENGINE_BACKEND_CUDA;
             else if (!strcmp(optarg, "cpu"))
                 o->backend = ENGINE_BACKEND_CPU;
@@ -287,10 +289,10 @@ int main(int argc, char **argv)
            "size=%dx%d tokens=%d seconds=%.3f clips_per_s=%.3f prefill_tokens=%ld "
            "prefill_tokens_per_s=%.0f decode_tokens=%ld decode_tokens_per_s=%.0f "
            "ttft_mean_s=%.3f ttft_max_s=%.3f stage1_prefill_mean_s=%.3f open_s=%.1f\n",
-           o.backend == ENGINE_BACKEND_CUDA ? "cuda" : "cpu", o.stage2 ? "W2" : "W1",
-           timed.clips_ok, timed.clips_failed, o.batch, o.frames, o.width, o.height, o.tokens,
-           seconds, timed.clips_ok / seconds, prefill_tokens, prefill_tokens / seconds,
-           timed.output_tokens, timed.output_tokens / seconds, timed.ttft_sum / ok, timed.ttft_max,
+           engine_info(e)->backend, o.stage2 ? "W2" : "W1", timed.clips_ok, timed.clips_failed,
+           o.batch, o.frames, o.width, o.height, o.tokens, seconds, timed.clips_ok / seconds,
+           prefill_tokens, prefill_tokens / seconds, timed.output_tokens,
+           timed.output_tokens / seconds, timed.ttft_sum / ok, timed.ttft_max,
            timed.prefill_sum / ok, open_seconds);
     printf("clipcap %s: %d clips in %.2f s = %.3f clips/s; %ld prompt tokens/clip (stage 1); "
            "%.0f prefill tok/s, %.0f decode tok/s; TTFT mean %.2f s (max %.2f), stage-1 "

@@ -173,12 +173,14 @@ static int open_engine(struct daemon *d, char *err, size_t err_size)
     struct engine_options options = {0};
     options.model_dir = d->config.engine_model_dir;
     options.variant = d->config.engine_variant;
-    if (!strcmp(d->config.engine_backend, "cuda")) {
+    if (!strcmp(d->config.engine_backend, "auto")) {
+        options.backend = ENGINE_BACKEND_AUTO; // engine_ready's backend= says which was taken
+    } else if (!strcmp(d->config.engine_backend, "cuda")) {
         options.backend = ENGINE_BACKEND_CUDA;
     } else if (!strcmp(d->config.engine_backend, "cpu")) {
         options.backend = ENGINE_BACKEND_CPU;
     } else {
-        snprintf(err, err_size, "engine.backend must be cpu or cuda, not '%s'",
+        snprintf(err, err_size, "engine.backend must be auto, cpu or cuda, not '%s'",
                  d->config.engine_backend);
         return -1;
     }

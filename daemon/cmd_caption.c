@@ -54,7 +54,7 @@ static void usage(FILE *out)
             "         [--prompt-variant V | --prompt-text TEXT] [--stage2-prompt-text TEXT]\n"
             "         [--sampling-fps F] [--window-size N] [--remainder-threshold N]\n"
             "         [--max-output-tokens N] [--greedy] [--seed N] [--threads N]\n"
-            "         [--backend cpu|cuda] [--random-weights SEED]\n"
+            "         [--backend auto|cpu|cuda] [--random-weights SEED]\n"
             "Prints {\"windows\":[{start_frame,end_frame,stage1:{text,...},stage2:{...}}],...}\n");
 }
 
@@ -70,7 +70,7 @@ int cmd_caption(int argc, char **argv)
 {
     const char *model_dir = NULL, *video = NULL, *variant_key = "qwen2.5";
     const char *prompt_variant = "default", *prompt_text = NULL;
-    const char *stage2_text = PROMPT_STAGE2_DEFAULT, *backend = "cpu";
+    const char *stage2_text = PROMPT_STAGE2_DEFAULT, *backend = "auto";
     int stage2 = 0, greedy = 0, threads = 0, max_tokens = 512, window_size = 256;
     int remainder = 128, random_weights = 0;
     double fps = 2.0;
@@ -159,6 +159,11 @@ int cmd_caption(int argc, char **argv)
             break;
         case OPT_BACKEND:
             backend = optarg;
+            if (strcmp(backend, "auto") && strcmp(backend, "cpu") && strcmp(backend, "cuda")) {
+                fprintf(stderr, "clipcap caption: --backend must be auto, cpu or cuda, not '%s'\n",
+                        backend);
+                return 2;
+            }
             break;
         case OPT_RANDOM:
             random_weights = 1;
@@ -222,8 +227,9 @@ int cmd_caption(int argc, char **argv)
     struct engine_options engine_options = {0};
     engine_options.model_dir = model_dir;
     engine_options.variant = variant->key;
-    engine_options.backend =
-        strcmp(backend, "cuda") == 0 ? ENGINE_BACKEND_CUDA : ENGINE_BACKEND_CPU;
+    engine_options.backend = !strcmp(backend, "cuda")  ? ENGINE_BACKEND_CUDA
+                             : !strcmp(backend, "cpu") ? ENGINE_BACKEND_CPU
+                                                       : ENGINE_BACKEND_AUTO; // checked above
     engine_options.threads = threads;
     engine_options.random_weights = random_weights;
     engine_options.random_seed = random_seed;

@@ -33,7 +33,7 @@ static const struct option config_options[] = {
     OPT("postgres", "migrate_on_start", OPTION_BOOL, postgres_migrate_on_start, "true", 0),
     OPT("engine", "model_dir", OPTION_STRING, engine_model_dir, "", 0),
     OPT("engine", "variant", OPTION_STRING, engine_variant, "qwen2.5", 0),
-    OPT("engine", "backend", OPTION_STRING, engine_backend, "cpu", 0),
+    OPT("engine", "backend", OPTION_STRING, engine_backend, "auto", 0),
     OPT("engine", "random_weights", OPTION_BOOL, engine_random_weights, "false", 0),
     OPT("engine", "random_seed", OPTION_INT64, engine_random_seed, "0", 0),
     OPT("engine", "threads", OPTION_INT, engine_threads, "0", 0),

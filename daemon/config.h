@@ -27,7 +27,7 @@ struct config {
     // [engine]
     char *engine_model_dir;
     char *engine_variant;
-    char *engine_backend; // "cpu" or "cuda"
+    char *engine_backend; // "auto" (CUDA when usable, else CPU), "cpu" or "cuda"
     int engine_random_weights;
     int64_t engine_random_seed;
     int engine_threads;

@@ -280,7 +280,16 @@ static int read_provenance(struct engine *e, char *err, size_t err_size)
 static struct backend *create_backend(const struct engine_options *options, char *err,
                                       size_t err_size)
 {
-    if (options->backend == ENGINE_BACKEND_CPU)
+    enum engine_backend chosen = options->backend;
+    if (chosen == ENGINE_BACKEND_AUTO) {
+        chosen = ENGINE_BACKEND_CPU;
+#ifdef CLIPCAP_ENGINE_CUDA
+        char why[300];
+        if (backend_cuda_device_count(why, sizeof(why)) > 0)
+            chosen = ENGINE_BACKEND_CUDA;
+#endif
+    }
+    if (chosen == ENGINE_BACKEND_CPU)
         return backend_cpu_create(options->threads, err, err_size);
 #ifdef CLIPCAP_ENGINE_CUDA
     char message[400];
@@ -381,7 +390,8 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
                  options->variant);
         return -1;
     }
-    if (options->backend != ENGINE_BACKEND_CPU && options->backend != ENGINE_BACKEND_CUDA) {
+    if (options->backend != ENGINE_BACKEND_CPU && options->backend != ENGINE_BACKEND_CUDA &&
+        options->backend != ENGINE_BACKEND_AUTO) {
         snprintf(err, err_size, "engine: unknown backend %d", (int)options->backend);
         return -1;
     }

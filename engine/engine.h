@@ -23,6 +23,7 @@ typedef struct engine engine;
 enum engine_backend {
     ENGINE_BACKEND_CPU = 0,
     ENGINE_BACKEND_CUDA = 1,
+    ENGINE_BACKEND_AUTO = 2, // CUDA when built in and a device is usable, else CPU
 };
 
 struct engine_options {

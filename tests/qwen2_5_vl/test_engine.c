@@ -464,6 +464,22 @@ static void test_bad_input(void **state)
     assert_int_not_equal(engine_open(&options, &none, err, sizeof(err)), 0);
     assert_null(none);
     assert_true(strlen(err) > 0);
+    // ENGINE_BACKEND_AUTO: the CPU in a build without the CUDA backend (this test's build in
+    // CI); in a CUDA build, CUDA when a device is usable.
+    options.variant = "qwen2.5";
+    options.backend = ENGINE_BACKEND_AUTO;
+    if (engine_open(&options, &none, err, sizeof(err)))
+        fail_msg("engine_open(auto): %s", err);
+#ifdef CLIPCAP_TEST_CUDA_BUILD
+    assert_true(!strcmp(engine_info(none)->backend, "cpu") ||
+                !strcmp(engine_info(none)->backend, "cuda"));
+#else
+    assert_string_equal(engine_info(none)->backend, "cpu");
+#endif
+    engine_close(none);
+    options.backend = (enum engine_backend)7;
+    assert_int_not_equal(engine_open(&options, &none, err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "unknown backend"));
     free_clip(&clip);
     remove_model_dir(dir);
 }
