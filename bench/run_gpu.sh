@@ -27,26 +27,8 @@ echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git dif
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | sed 's/^/device: /'
 python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>&1
 
-if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists jansson libpcre2-8 libutf8proc 2>/dev/null; then
-    deps="$PWD/$build/deps"
-    mkdir -p "$deps"
-    for deb in third_party/debs/*.deb; do
-        if command -v dpkg-deb >/dev/null 2>&1; then
-            dpkg-deb -x "$deb" "$deps" || exit 1
-        else
-            (cd "$deps" && ar p "$OLDPWD/$deb" data.tar.xz | tar -xJ) || exit 1
-        fi
-    done
-    for pc in "$deps"/usr/lib/*/pkgconfig/*.pc; do
-        sed -i "s|^prefix=.*|prefix=$deps/usr|" "$pc"
-    done
-    export PATH="$deps/usr/bin:$PATH"
-    export LD_LIBRARY_PATH="$(echo "$deps"/usr/lib/*-linux-gnu | tr ' ' ':')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    export PKG_CONFIG_PATH="$(echo "$deps"/usr/lib/*/pkgconfig | tr ' ' ':')"
-    export LIBRARY_PATH="$LD_LIBRARY_PATH"
-    export CPATH="$deps/usr/include"
-    [ -x "$deps/usr/bin/pkg-config" ] || ln -sf pkgconf "$deps/usr/bin/pkg-config"
-fi
+. tests/gpu/use-debs.sh
+use_debs "$build" || exit 1
 
 model="$build/qwen2.5-vl-7b-instruct"
 if [ ! -f "$model/tokenizer.json" ]; then
