@@ -188,6 +188,7 @@ static int open_engine(struct daemon *d, char *err, size_t err_size)
     options.random_seed = (uint64_t)d->config.engine_random_seed;
     options.threads = d->config.engine_threads;
     options.memory_budget_bytes = (size_t)d->config.engine_memory_budget_mb << 20;
+    options.kv_memory_fraction = d->config.engine_kv_memory_fraction;
     options.max_batch_requests = d->config.engine_max_batch_requests;
     return engine_open(&options, &d->engine, err, err_size);
 }
@@ -459,9 +460,18 @@ int main(int argc, char **argv)
         goto fail;
     const struct engine_model_info *info = engine_info(d.engine);
     operations_engine_loaded(info);
-    if (info)
-        log_event(LOG_LEVEL_NOTICE, "engine_ready", "model", info->hf_model_id, "revision",
-                  info->revision, "backend", info->backend, NULL);
+    struct engine_memory memory;
+    if (engine_memory(d.engine, &memory) == 0) {
+        operations_engine_memory(&memory);
+        char weights_mb[32], kv_mb[32], kv_tokens[32];
+        snprintf(weights_mb, sizeof(weights_mb), "%.1f", (double)memory.weights_bytes / 1048576.0);
+        snprintf(kv_mb, sizeof(kv_mb), "%.1f", (double)memory.kv_pool_bytes / 1048576.0);
+        snprintf(kv_tokens, sizeof(kv_tokens), "%ld", memory.kv_pool_tokens);
+        if (info)
+            log_event(LOG_LEVEL_NOTICE, "engine_ready", "model", info->hf_model_id, "revision",
+                      info->revision, "backend", info->backend, "weights_mb", weights_mb,
+                      "kv_pool_mb", kv_mb, "kv_pool_tokens", kv_tokens, NULL);
+    }
     if (start_broker(&d, err, sizeof(err)) != 0)
         goto fail;
     if (start_pipeline(&d, err, sizeof(err)) != 0)

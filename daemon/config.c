@@ -38,6 +38,7 @@ static const struct option config_options[] = {
     OPT("engine", "random_seed", OPTION_INT64, engine_random_seed, "0", 0),
     OPT("engine", "threads", OPTION_INT, engine_threads, "0", 0),
     OPT("engine", "memory_budget_mb", OPTION_INT64, engine_memory_budget_mb, "0", 0),
+    OPT("engine", "kv_memory_fraction", OPTION_DOUBLE, engine_kv_memory_fraction, "0.5", 0),
     OPT("engine", "max_batch_requests", OPTION_INT, engine_max_batch_requests, "0", 0),
     OPT("pipeline", "fetch_workers", OPTION_INT, pipeline_fetch_workers, "0", 0),
     OPT("pipeline", "max_jobs_in_flight", OPTION_INT, pipeline_max_jobs_in_flight, "16", 0),

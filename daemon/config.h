@@ -32,6 +32,7 @@ struct config {
     int64_t engine_random_seed;
     int engine_threads;
     int64_t engine_memory_budget_mb;
+    double engine_kv_memory_fraction; // CUDA: share of free device memory for the KV pool
     int engine_max_batch_requests;
     // [pipeline]
     int pipeline_fetch_workers;

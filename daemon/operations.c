@@ -48,6 +48,7 @@ struct operations {
     metric_family *kv_cache_capacity;
     metric_family *gpu_memory_used;
     metric_family *gpu_memory_total;
+    metric_family *engine_memory;
     metric_family *consumer_lag;
     metric_family *intake_paused;
     metric_family *jobs_in_flight;
@@ -122,20 +123,21 @@ static int declare_series(struct operations *o, char *err, size_t err_size)
               err, err_size)) ||
         !(o->kv_cache_used =
               metrics_gauge(r, "clipcap_engine_kv_cache_used_bytes",
-                            "KV cache bytes in use. 0 until the engine exposes engine_stats().", 0,
-                            NULL, err, err_size)) ||
-        !(o->kv_cache_capacity = metrics_gauge(
-              r, "clipcap_engine_kv_cache_capacity_bytes",
-              "KV cache pool size in bytes. 0 until the engine exposes engine_stats().", 0, NULL,
-              err, err_size)) ||
+                            "KV cache pool bytes holding tokens now.", 0, NULL, err, err_size)) ||
+        !(o->kv_cache_capacity = metrics_gauge(r, "clipcap_engine_kv_cache_capacity_bytes",
+                                               "KV cache pool size in bytes (allocated at start).",
+                                               0, NULL, err, err_size)) ||
         !(o->gpu_memory_used = metrics_gauge(
               r, "clipcap_gpu_memory_used_bytes",
-              "GPU memory in use by this process. 0 until the engine exposes engine_stats().", 0,
-              NULL, err, err_size)) ||
-        !(o->gpu_memory_total =
-              metrics_gauge(r, "clipcap_gpu_memory_total_bytes",
-                            "GPU memory of the device. 0 until the engine exposes engine_stats().",
-                            0, NULL, err, err_size)) ||
+              "GPU memory in use on the device (total minus free; 0 on the CPU backend).", 0, NULL,
+              err, err_size)) ||
+        !(o->gpu_memory_total = metrics_gauge(r, "clipcap_gpu_memory_total_bytes",
+                                              "GPU memory of the device (0 on the CPU backend).", 0,
+                                              NULL, err, err_size)) ||
+        !(o->engine_memory =
+              metrics_gauge(r, "clipcap_engine_memory_bytes",
+                            "What the engine holds: weights, kv_pool, activations_peak, workspace.",
+                            1, (const char *[]){"kind"}, err, err_size)) ||
         !(o->consumer_lag = metrics_gauge(
               r, "clipcap_kafka_consumer_lag",
               "Messages between the committed offset and the end of each assigned partition "
@@ -451,6 +453,27 @@ int operations_kafka_statistics(const char *json, size_t size)
 void operations_engine_heartbeat(void)
 {
     atomic_store(&state.engine_heartbeat_us, (long long)now_us());
+}
+
+void operations_engine_memory(const struct engine_memory *m)
+{
+    if (!atomic_load(&started))
+        return;
+    struct operations *o = &state;
+    double used = m->kv_pool_tokens > 0
+                      ? (double)m->kv_pool_bytes * (double)(m->kv_pool_tokens - m->kv_free_tokens) /
+                            (double)m->kv_pool_tokens
+                      : 0.0;
+    metrics_gauge_set(o->kv_cache_used, NULL, used);
+    metrics_gauge_set(o->kv_cache_capacity, NULL, (double)m->kv_pool_bytes);
+    metrics_gauge_set(o->gpu_memory_used, NULL,
+                      (double)(m->device_total_bytes - m->device_free_bytes));
+    metrics_gauge_set(o->gpu_memory_total, NULL, (double)m->device_total_bytes);
+    metrics_gauge_set(o->engine_memory, (const char *[]){"weights"}, (double)m->weights_bytes);
+    metrics_gauge_set(o->engine_memory, (const char *[]){"kv_pool"}, (double)m->kv_pool_bytes);
+    metrics_gauge_set(o->engine_memory, (const char *[]){"activations_peak"},
+                      (double)m->activations_peak_bytes);
+    metrics_gauge_set(o->engine_memory, (const char *[]){"workspace"}, (double)m->workspace_bytes);
 }
 
 void operations_engine_step(int requests_in_flight)

@@ -45,6 +45,8 @@ int operations_kafka_statistics(const char *json, size_t size);
 // Engine thread.
 void operations_engine_heartbeat(void);
 void operations_engine_step(int requests_in_flight);
+// The engine's memory (engine_memory), after loading and then from the engine thread.
+void operations_engine_memory(const struct engine_memory *memory);
 void operations_engine_result(const struct engine_result *result);
 
 // Writer thread: a job's outcome is committed (write_seconds: the Postgres write).

@@ -452,6 +452,9 @@ static void *engine_main(void *arg)
             log_event(LOG_LEVEL_ERROR, "engine_step_failed", "msg", err, NULL);
             sleep_ms(100);
         }
+        struct engine_memory memory;
+        if (engine_memory(p->engine, &memory) == 0)
+            operations_engine_memory(&memory);
         int n;
         while ((n = engine_collect(p->engine, results, 16)) > 0) {
             for (int i = 0; i < n; i++) {

@@ -343,7 +343,8 @@ static enum tensor_dtype kv_dtype(int on_host)
 
 // The KV pool's size when the options give none: 2 GiB of host memory on the CPU backend; on
 // the GPU a share of the device memory still free (called once the weights are loaded).
-static int kv_default_budget(struct backend *backend, size_t *budget, char *err, size_t err_size)
+static int kv_default_budget(struct backend *backend, double fraction, size_t *budget, char *err,
+                             size_t err_size)
 {
     *budget = ENGINE_DEFAULT_BUDGET;
     if (backend_is_host(backend))
@@ -354,8 +355,10 @@ static int kv_default_budget(struct backend *backend, size_t *budget, char *err,
         snprintf(err, err_size, "engine: backend cuda: cannot read the free device memory");
         return -1;
     }
-    *budget = (size_t)((double)memory.device_free_bytes * ENGINE_CUDA_KV_SHARE);
+    *budget = (size_t)((double)memory.device_free_bytes *
+                       (fraction > 0.0 ? fraction : ENGINE_CUDA_KV_SHARE));
 #else
+    (void)fraction;
     (void)err;
     (void)err_size;
 #endif
@@ -451,7 +454,13 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
     }
     int on_host = backend_is_host(e->backend);
     size_t kv_budget = options->memory_budget_bytes;
-    if (kv_budget == 0 && kv_default_budget(e->backend, &kv_budget, err, err_size))
+    if (options->kv_memory_fraction < 0.0 || options->kv_memory_fraction > 0.95) {
+        snprintf(err, err_size, "engine: kv_memory_fraction %g is outside 0..0.95",
+                 options->kv_memory_fraction);
+        goto fail;
+    }
+    if (kv_budget == 0 &&
+        kv_default_budget(e->backend, options->kv_memory_fraction, &kv_budget, err, err_size))
         goto fail;
     struct kv_cache_config kv_config = {
         .num_layers = e->config.text.num_layers,
@@ -1187,6 +1196,32 @@ int engine_step(engine *e, char *err, size_t err_size)
     free(was_prefill);
     retire_done(e);
     return rc == 0 ? e->in_flight : -1;
+}
+
+int engine_memory(engine *e, struct engine_memory *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!e)
+        return -1;
+    if (e->nemotron)
+        return nemotron_engine_memory(e->nemotron, out);
+    out->weights_bytes = qwen_weights_bytes(e->weights);
+    long block_tokens = kv_cache_block_size(e->kv);
+    out->kv_pool_bytes = (size_t)kv_cache_num_blocks(e->kv) * kv_cache_bytes_per_block(e->kv);
+    out->kv_pool_tokens = kv_cache_num_blocks(e->kv) * block_tokens;
+    out->kv_free_tokens = kv_cache_free_blocks(e->kv) * block_tokens;
+#ifdef CLIPCAP_ENGINE_CUDA
+    struct backend_cuda_memory device;
+    if (!backend_is_host(e->backend) && backend_cuda_memory(e->backend, &device) == 0) {
+        size_t held = out->weights_bytes + out->kv_pool_bytes;
+        out->activations_peak_bytes =
+            device.peak_tensor_bytes > held ? device.peak_tensor_bytes - held : 0;
+        out->workspace_bytes = device.workspace_bytes;
+        out->device_free_bytes = device.device_free_bytes;
+        out->device_total_bytes = device.device_total_bytes;
+    }
+#endif
+    return 0;
 }
 
 int engine_collect(engine *e, struct engine_result *out, int max)

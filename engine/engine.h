@@ -33,7 +33,9 @@ struct engine_options {
     int random_weights;          // 1: build weights from config.json alone (tests, benchmarks)
     uint64_t random_seed;        // seed for random_weights
     int threads;                 // CPU backend worker threads (0 = one)
-    size_t memory_budget_bytes;  // cap on KV/state pool and activations (0 = backend default)
+    size_t memory_budget_bytes;  // KV/state pool size (0 = backend default, see below)
+    double kv_memory_fraction;   // CUDA, budget 0: this share of the device memory free once
+                                 // the weights are loaded goes to the KV pool (0 = 0.5)
     int max_batch_requests;      // requests in flight at once (0 = backend default)
 };
 
@@ -112,6 +114,18 @@ struct engine_result {
 int engine_open(const struct engine_options *options, engine **out, char *err, size_t err_size);
 void engine_close(engine *e);
 const struct engine_model_info *engine_info(const engine *e);
+
+// What the engine holds, for logs and metrics. Device figures are 0 on the CPU backend.
+struct engine_memory {
+    size_t weights_bytes;          // model weights as loaded
+    size_t kv_pool_bytes;          // the KV (and state) cache pool, allocated at open
+    long kv_pool_tokens;           // tokens the pool holds
+    long kv_free_tokens;           // tokens free now
+    size_t activations_peak_bytes; // CUDA: peak tensor memory beyond weights and pool
+    size_t workspace_bytes;        // CUDA: scratch and GEMM workspace
+    size_t device_free_bytes, device_total_bytes; // CUDA: cudaMemGetInfo now
+};
+int engine_memory(engine *e, struct engine_memory *out);
 
 // Queues a request; the engine copies what it needs from the frames. Non-zero: rejected now
 // (message in err); ENGINE_ERROR_RESOURCES means "try again after collecting results".

@@ -295,6 +295,20 @@ static void queued_free(struct queued *q)
 
 static void active_release(struct nemotron_engine *e, struct active *a);
 
+int nemotron_engine_memory(struct nemotron_engine *e, struct engine_memory *out)
+{
+    if (e->kv) {
+        long block_tokens = kv_cache_block_size(e->kv);
+        out->kv_pool_bytes += (size_t)kv_cache_num_blocks(e->kv) * kv_cache_bytes_per_block(e->kv);
+        out->kv_pool_tokens = kv_cache_num_blocks(e->kv) * block_tokens;
+        out->kv_free_tokens = kv_cache_free_blocks(e->kv) * block_tokens;
+    }
+    if (e->states)
+        out->kv_pool_bytes +=
+            (size_t)state_cache_num_slots(e->states) * state_cache_bytes_per_slot(e->states);
+    return 0;
+}
+
 void nemotron_engine_close(struct nemotron_engine *e)
 {
     if (!e)

@@ -29,6 +29,8 @@ int nemotron_engine_handles(const char *model_dir, const char *variant);
 int nemotron_engine_open(const struct engine_options *options, struct nemotron_engine **out,
                          char *err, size_t err_size);
 void nemotron_engine_close(struct nemotron_engine *e);
+// engine_memory for the Nemotron path (CPU backend: weights not counted yet, pools are).
+int nemotron_engine_memory(struct nemotron_engine *e, struct engine_memory *out);
 const struct engine_model_info *nemotron_engine_info(const struct nemotron_engine *e);
 int nemotron_engine_submit(struct nemotron_engine *e, const struct engine_request *request,
                            char *err, size_t err_size);

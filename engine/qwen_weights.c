@@ -104,6 +104,11 @@ struct qwen_weights *qwen_weights_load(const struct qwen_config *config, struct 
     return w;
 }
 
+size_t qwen_weights_bytes(const struct qwen_weights *weights)
+{
+    return weights ? weight_store_bytes(weights->store) : 0;
+}
+
 struct tensor *qwen_weights_lookup(void *context, const char *name, char *err, size_t err_size)
 {
     struct qwen_weights *w = context;

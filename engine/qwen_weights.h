@@ -28,6 +28,7 @@ struct qwen_weights *qwen_weights_load(const struct qwen_config *config, struct 
 // qwen_weight_lookup over a qwen_weights (context).
 struct tensor *qwen_weights_lookup(void *context, const char *name, char *err, size_t err_size);
 
+size_t qwen_weights_bytes(const struct qwen_weights *weights);
 void qwen_weights_free(struct qwen_weights *weights);
 
 #endif

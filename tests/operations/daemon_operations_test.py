@@ -47,7 +47,7 @@ PROMISED = [
     "clipcap_engine_kv_cache_capacity_bytes", "clipcap_gpu_memory_used_bytes",
     "clipcap_gpu_memory_total_bytes", "clipcap_kafka_consumer_lag", "clipcap_intake_paused",
     "clipcap_jobs_in_flight", "clipcap_ready", "clipcap_postgres_available",
-    "clipcap_build_info",
+    "clipcap_build_info", "clipcap_engine_memory_bytes",
 ]
 
 work = tempfile.mkdtemp(prefix="clipcap-operations.")
@@ -254,6 +254,14 @@ def main():
         fail(f"output tokens: {value[('clipcap_output_tokens_total', ())]}")
     if value[("clipcap_engine_steps_total", ())] < 3:
         fail("engine steps not counted")
+    # engine_memory(): the double reports a 1 MiB model and a 4096-token pool of 16 MiB
+    if value[("clipcap_engine_memory_bytes", (("kind", "weights"),))] != 1 << 20:
+        fail("engine weights gauge not set from engine_memory()")
+    if value[("clipcap_engine_kv_cache_capacity_bytes", ())] != 16 << 20:
+        fail("KV pool capacity gauge not set from engine_memory()")
+    if not re.search(r"event=engine_ready .*weights_mb=1\.0 kv_pool_mb=16\.0 kv_pool_tokens=4096",
+                     open(log).read()):
+        fail("engine_ready does not log the engine's memory", log)
 
     # --- 3. clipcap status
     status = subprocess.run([CLIPCAP, "status", "--address", f"127.0.0.1:{port}",

@@ -188,10 +188,17 @@ static int run_all(engine *e, struct engine_result *results, int expected)
         int in_flight = engine_step(e, err, sizeof(err));
         if (in_flight < 0)
             fail_msg("engine_step: %s", err);
+        struct engine_memory memory;
+        assert_int_equal(engine_memory(e, &memory), 0);
+        if (steps == 0 && in_flight > 0) // the first step's prompt chunks hold blocks
+            assert_true(memory.kv_free_tokens < memory.kv_pool_tokens);
         got += engine_collect(e, results + got, expected - got);
         assert_true(++steps < 10000);
     }
-    for (int i = 0; i < got; i++) // insertion sort by caller token
+    struct engine_memory after;
+    assert_int_equal(engine_memory(e, &after), 0);
+    assert_int_equal(after.kv_free_tokens, after.kv_pool_tokens); // every block back
+    for (int i = 0; i < got; i++)                                 // insertion sort by caller token
         for (int j = i; j > 0 && results[j].caller_token < results[j - 1].caller_token; j--) {
             struct engine_result t = results[j];
             results[j] = results[j - 1];
@@ -476,7 +483,19 @@ static void test_bad_input(void **state)
 #else
     assert_string_equal(engine_info(none)->backend, "cpu");
 #endif
+    // engine_memory: the tiny model's weights and the pool, all free while idle.
+    struct engine_memory memory;
+    assert_int_equal(engine_memory(none, &memory), 0);
+    assert_true(memory.weights_bytes > 10000 && memory.weights_bytes < ((size_t)64 << 20));
+    assert_true(memory.kv_pool_bytes > 0 && memory.kv_pool_bytes <= ((size_t)2 << 30));
+    assert_true(memory.kv_pool_tokens > 0);
+    assert_int_equal(memory.kv_free_tokens, memory.kv_pool_tokens);
+    assert_int_equal(memory.device_total_bytes, 0);
     engine_close(none);
+    options.kv_memory_fraction = 1.5;
+    assert_int_not_equal(engine_open(&options, &none, err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "kv_memory_fraction"));
+    options.kv_memory_fraction = 0.0;
     options.backend = (enum engine_backend)7;
     assert_int_not_equal(engine_open(&options, &none, err, sizeof(err)), 0);
     assert_non_null(strstr(err, "unknown backend"));
