@@ -755,7 +755,11 @@ static int vision_pass(qwen_model *m, const float *pixel_rows, const struct qwen
     for (int b = 0; b < v->depth; b++) {
         const struct qwen_vision_block *w = &m->blocks[b];
         const struct tensor *cu = is_full_attention_block(v, b) ? cu_frame_t : cu_window_t;
-        op_rms_norm(be, normed, x, NULL, w->norm1, v->rms_norm_eps);
+        // The residual add of the block before is fused into this norm (x += proj first).
+        if (b == 0)
+            op_rms_norm(be, normed, x, NULL, w->norm1, v->rms_norm_eps);
+        else
+            op_rms_norm(be, normed, proj, x, w->norm1, v->rms_norm_eps);
         op_matmul(be, qkv, normed, w->qkv_weight, w->qkv_bias);
         op_slice_columns(be, q, qkv, 0);
         op_slice_columns(be, k, qkv, hidden);
@@ -765,13 +769,13 @@ static int vision_pass(qwen_model *m, const float *pixel_rows, const struct qwen
         op_attention(be, attn, q, k, val, cu, v->num_heads, v->num_heads, head_dim, ATTENTION_FULL,
                      scale);
         op_matmul(be, proj, attn, w->proj_weight, w->proj_bias);
-        op_add(be, x, x, proj);
-        op_rms_norm(be, normed, x, NULL, w->norm2, v->rms_norm_eps);
+        op_rms_norm(be, normed, proj, x, w->norm2, v->rms_norm_eps); // x += proj, then norm
         op_matmul(be, gate, normed, w->gate_weight, w->gate_bias);
         op_matmul(be, up, normed, w->up_weight, w->up_bias);
         op_swiglu(be, gate, gate, up);
         op_matmul(be, proj, gate, w->down_weight, w->down_bias);
-        op_add(be, x, x, proj);
+        if (b == v->depth - 1)
+            op_add(be, x, x, proj); // else fused into the next block's first norm
         char where[48];
         snprintf(where, sizeof(where), "vision block %d", b);
         if (backend_failed(be, where, err, err_size))
@@ -957,7 +961,11 @@ int qwen_text_forward(qwen_model *m, const struct qwen_kv_layers *kv,
     float scale = 1.0f / sqrtf((float)head_dim);
     for (int l = 0; l < c->num_layers; l++) {
         const struct qwen_text_layer *w = &m->layers[l];
-        op_rms_norm(be, normed, x, NULL, w->input_norm, c->rms_norm_eps);
+        // The residual add of the layer before is fused into this norm (x += proj first).
+        if (l == 0)
+            op_rms_norm(be, normed, x, NULL, w->input_norm, c->rms_norm_eps);
+        else
+            op_rms_norm(be, normed, proj, x, w->input_norm, c->rms_norm_eps);
         op_matmul(be, q, normed, w->q_weight, w->q_bias);
         op_matmul(be, k, normed, w->k_weight, w->k_bias);
         op_matmul(be, val, normed, w->v_weight, w->v_bias);
@@ -967,13 +975,13 @@ int qwen_text_forward(qwen_model *m, const struct qwen_kv_layers *kv,
         op_attention_paged(be, attn, q, kv->k[l], kv->v[l], query_start_t, context_t, tables_t,
                            c->num_heads, c->num_kv_heads, (int)head_dim, scale);
         op_matmul(be, proj, attn, w->o_weight, NULL);
-        op_add(be, x, x, proj);
-        op_rms_norm(be, normed, x, NULL, w->post_attention_norm, c->rms_norm_eps);
+        op_rms_norm(be, normed, proj, x, w->post_attention_norm, c->rms_norm_eps); // x += proj
         op_matmul(be, gate, normed, w->gate_weight, NULL);
         op_matmul(be, up, normed, w->up_weight, NULL);
         op_swiglu(be, gate, gate, up);
         op_matmul(be, proj, gate, w->down_weight, NULL);
-        op_add(be, x, x, proj);
+        if (l == c->num_layers - 1)
+            op_add(be, x, x, proj); // else fused into the next layer's first norm
         char where[48];
         snprintf(where, sizeof(where), "layer %d", l);
         if (backend_failed(be, where, err, err_size))
