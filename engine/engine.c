@@ -119,6 +119,7 @@ struct request {
     struct tensor *vision; // [video_tokens, hidden] until the stage-1 prefill is done
     int peak_blocks;       // the most KV blocks the request holds at any time (worst case)
     int admitted;
+    int slot; // row of the device sampling tensors while in flight, else -1
     int generated;
     double submitted_at, first_work_at, stage_started_at, prefill_done_at;
     struct engine_result result;
@@ -147,8 +148,52 @@ struct engine {
     int prefill_chunk;              // prompt tokens per step at most (bounds activation memory)
     engine_token_observer observer; // engine_debug.h; NULL when none
     void *observer_context;
-    struct engine_profile *profile; // CLIPCAP_ENGINE_PROFILE=1; NULL when off
+    struct engine_profile *profile;          // CLIPCAP_ENGINE_PROFILE=1; NULL when off
+    struct tensor *step_logits;              // [max_requests, vocab] on the backend, batch order
+    struct device_sampling *device_sampling; // NULL: sampler.c on the host
 };
+
+// Sampling on the backend (op_sample), so a GPU keeps the logits on the device and only the
+// chosen ids cross to the host. Default on CUDA (CLIPCAP_ENGINE_SAMPLE_ON_BACKEND=0|1 overrides
+// it); the host path stays for the CPU and for engine_debug.h's token observer, which needs
+// the logits. Same tokens either way: op_sample transcribes sampler_next (gpu_op_test holds the
+// CUDA op to the CPU's tokens; tests/qwen2_5_vl/test_engine.c the two engine paths to each
+// other), and the host still advances each request's generator (sampler_random_bits). Every request in
+// flight owns a row (its slot) of these tensors.
+struct device_sampling {
+    struct tensor *logits;  // f32 [max_requests, vocab], by slot
+    struct tensor *seen;    // u8 [max_requests, vocab]: prompt and output tokens, by slot
+    struct tensor *sampled; // i32 [max_requests]
+    float *params;          // [max_requests, 3] temperature, top_p, repetition penalty
+    int64_t *random;        // [max_requests]
+    int32_t *slot_of_row;   // [max_requests] the step's batch rows -> slots
+    int32_t *ids;           // [max_requests] what op_sample chose, by slot
+    uint8_t *seen_row;      // [vocab] a prompt's tokens, staged for upload
+    int *slot_busy;         // [max_requests]
+};
+
+static struct device_sampling *device_sampling_create(struct engine *e, char *err, size_t err_size);
+static void device_sampling_free(struct device_sampling *d);
+
+// A request takes a slot when submitted (in_flight <= max_requests, so one is free) and gives
+// it back when it finishes.
+static void slot_take(struct engine *e, struct request *r)
+{
+    r->slot = -1;
+    for (int s = 0; e->device_sampling && s < e->max_requests; s++)
+        if (!e->device_sampling->slot_busy[s]) {
+            e->device_sampling->slot_busy[s] = 1;
+            r->slot = s;
+            return;
+        }
+}
+
+static void slot_release(struct engine *e, struct request *r)
+{
+    if (e && e->device_sampling && r->slot >= 0)
+        e->device_sampling->slot_busy[r->slot] = 0;
+    r->slot = -1;
+}
 
 // Where a step's time goes (CLIPCAP_ENGINE_PROFILE=1, printed to stderr by engine_close).
 // Steps end with the logits read back to the host, so a step's wall time is its GPU time plus
@@ -191,6 +236,7 @@ static void request_free(struct engine *e, struct request *r)
 {
     if (!r)
         return;
+    slot_release(e, r);
     if (r->seq.kv >= 0 && e && e->kv)
         kv_cache_sequence_free(e->kv, r->seq.kv);
     free(r->pixel_rows);
@@ -495,6 +541,15 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
             goto fail;
     }
     e->logits = malloc((size_t)e->max_requests * e->config.text.vocab_size * sizeof(float));
+    e->step_logits = tensor_new_2d(e->backend, TENSOR_F32, e->max_requests,
+                                   e->config.text.vocab_size, "step_logits", err, err_size);
+    if (!e->step_logits)
+        goto fail;
+    const char *on_backend = getenv("CLIPCAP_ENGINE_SAMPLE_ON_BACKEND");
+    int sample_on_device =
+        on_backend && *on_backend ? strcmp(on_backend, "0") != 0 : !backend_is_host(e->backend);
+    if (sample_on_device && !(e->device_sampling = device_sampling_create(e, err, err_size)))
+        goto fail;
     if (!e->logits) {
         snprintf(err, err_size, "engine: out of memory for logits");
         goto fail;
@@ -531,6 +586,8 @@ void engine_close(engine *e)
         next = r->next;
         request_free(e, r);
     }
+    device_sampling_free(e->device_sampling);
+    tensor_free(e->step_logits);
     kv_cache_free(e->kv);
     qwen_model_destroy(e->model);
     qwen_weights_free(e->weights);
@@ -659,6 +716,7 @@ int engine_submit(engine *e, const struct engine_request *request, char *err, si
     r->sampling = *sp;
     r->stage = 1;
     r->seq.kv = -1;
+    r->slot = -1;
     r->submitted_at = now_seconds();
     int status = ENGINE_ERROR_INPUT;
     char message[512];
@@ -726,6 +784,7 @@ int engine_submit(engine *e, const struct engine_request *request, char *err, si
         tail = &(*tail)->next;
     *tail = r;
     e->in_flight++;
+    slot_take(e, r);
     return ENGINE_OK;
 fail:
     snprintf(err, err_size, "%s", message);
@@ -752,6 +811,7 @@ static int outstanding_blocks(struct engine *e)
 static void finish_request(struct engine *e, struct request *r)
 {
     r->phase = PHASE_DONE;
+    slot_release(e, r);
     if (r->seq.kv >= 0) {
         kv_cache_sequence_free(e->kv, r->seq.kv);
         r->seq.kv = -1;
@@ -861,7 +921,18 @@ static void end_stage(struct engine *e, struct request *r, enum engine_finish_re
     finish_request(e, r);
 }
 
-// Samples the next token from a row of logits; ends the stage on a stop token or the limit.
+// Appends a sampled token; ends the stage on a stop token or the limit.
+static void take_token(struct engine *e, struct request *r, int32_t token)
+{
+    r->seq.tokens[r->seq.count++] = token;
+    r->generated++;
+    if (!r->sampling.ignore_stop_tokens && sampler_is_stop(r->sampler, token))
+        end_stage(e, r, ENGINE_FINISH_STOP);
+    else if (r->generated >= r->sampling.max_output_tokens)
+        end_stage(e, r, ENGINE_FINISH_LENGTH);
+}
+
+// Samples the next token on the host from a row of logits (modified in place).
 static void accept_token(struct engine *e, struct request *r, float *logits)
 {
     if (r->generated == 0) {
@@ -873,18 +944,132 @@ static void accept_token(struct engine *e, struct request *r, float *logits)
     if (e->observer)
         e->observer(e->observer_context, r->caller_token, r->stage, r->generated, logits,
                     e->config.text.vocab_size, token);
-    r->seq.tokens[r->seq.count++] = token;
-    r->generated++;
-    if (!r->sampling.ignore_stop_tokens && sampler_is_stop(r->sampler, token))
-        end_stage(e, r, ENGINE_FINISH_STOP);
-    else if (r->generated >= r->sampling.max_output_tokens)
-        end_stage(e, r, ENGINE_FINISH_LENGTH);
+    take_token(e, r, token);
+}
+
+static void device_sampling_free(struct device_sampling *d)
+{
+    if (!d)
+        return;
+    tensor_free(d->logits);
+    tensor_free(d->seen);
+    tensor_free(d->sampled);
+    free(d->params);
+    free(d->random);
+    free(d->slot_of_row);
+    free(d->ids);
+    free(d->seen_row);
+    free(d->slot_busy);
+    free(d);
+}
+
+static struct device_sampling *device_sampling_create(struct engine *e, char *err, size_t err_size)
+{
+    int rows = e->max_requests, vocab = e->config.text.vocab_size;
+    struct device_sampling *d = calloc(1, sizeof(*d));
+    if (!d)
+        goto oom;
+    d->params = calloc((size_t)rows * 3, sizeof(float));
+    d->random = calloc((size_t)rows, sizeof(int64_t));
+    d->slot_of_row = calloc((size_t)rows, sizeof(int32_t));
+    d->ids = calloc((size_t)rows, sizeof(int32_t));
+    d->seen_row = calloc((size_t)vocab, 1);
+    d->slot_busy = calloc((size_t)rows, sizeof(int));
+    if (!d->params || !d->random || !d->slot_of_row || !d->ids || !d->seen_row || !d->slot_busy)
+        goto oom;
+    int64_t shape[2] = {rows, vocab};
+    d->logits = tensor_new(e->backend, TENSOR_F32, 2, shape, "sampling_logits", err, err_size);
+    d->seen = d->logits
+                  ? tensor_new(e->backend, TENSOR_U8, 2, shape, "sampling_seen", err, err_size)
+                  : NULL;
+    d->sampled =
+        d->seen ? tensor_new(e->backend, TENSOR_I32, 1, shape, "sampled_ids", err, err_size) : NULL;
+    if (!d->sampled) {
+        device_sampling_free(d);
+        return NULL;
+    }
+    return d;
+oom:
+    device_sampling_free(d);
+    snprintf(err, err_size, "engine: out of memory for sampling on the backend");
+    return NULL;
+}
+
+// Samples every row of the step whose prompt is complete on the backend: scatters the step's
+// logits (batch order) to the rows of the requests' slots, uploads each first token's prompt as
+// its repetition-penalty row, then op_sample and op_mark_seen; only the ids come back. A row
+// still mid-prompt, and every slot not in the step, samples greedily and is ignored (its seen
+// row is rewritten from its prompt before its first real draw).
+static int sample_on_backend(struct engine *e, struct request **batch, int n, char *err,
+                             size_t err_size)
+{
+    struct device_sampling *d = e->device_sampling;
+    int vocab = e->config.text.vocab_size;
+    struct tensor *rows = NULL, *params = NULL, *random = NULL, *step_rows = NULL;
+    int rc = -1;
+    for (int s = 0; s < e->max_requests; s++) {
+        d->params[3 * s] = 0.0f; // greedy
+        d->params[3 * s + 1] = 1.0f;
+        d->params[3 * s + 2] = 1.0f;
+        d->random[s] = 0;
+    }
+    for (int i = 0; i < n; i++) {
+        struct request *r = batch[i];
+        d->slot_of_row[i] = r->slot;
+        if (r->seq.cached < r->seq.count)
+            continue; // mid-prompt: nothing to sample yet
+        int greedy = r->sampling.greedy || r->sampling.temperature < 1e-5f;
+        d->params[3 * r->slot] = greedy ? 0.0f : r->sampling.temperature;
+        d->params[3 * r->slot + 1] = r->sampling.top_p;
+        d->params[3 * r->slot + 2] = r->sampling.repetition_penalty;
+        if (!greedy)
+            d->random[r->slot] = (int64_t)sampler_random_bits(r->sampler);
+        if (r->generated == 0) { // the penalty covers the prompt (vLLM and transformers alike)
+            memset(d->seen_row, 0, (size_t)vocab);
+            for (int t = 0; t < r->seq.prompt_len; t++)
+                if (r->seq.tokens[t] >= 0 && r->seq.tokens[t] < vocab)
+                    d->seen_row[r->seq.tokens[t]] = 1;
+            struct tensor *row = tensor_view(d->seen, r->slot, 1, 0, NULL, err, err_size);
+            int written = row && tensor_write(row, d->seen_row, (size_t)vocab, err, err_size) == 0;
+            tensor_free(row);
+            if (!written)
+                goto done;
+        }
+    }
+    int64_t count = n, slots = e->max_requests, param_shape[2] = {slots, 3};
+    rows = tensor_from_host(e->backend, TENSOR_I32, 1, &count, d->slot_of_row, "sampling_slots",
+                            err, err_size);
+    params = rows ? tensor_from_host(e->backend, TENSOR_F32, 2, param_shape, d->params,
+                                     "sampling_params", err, err_size)
+                  : NULL;
+    random = params ? tensor_from_host(e->backend, TENSOR_I64, 1, &slots, d->random,
+                                       "sampling_random", err, err_size)
+                    : NULL;
+    step_rows = random ? tensor_view(e->step_logits, 0, n, 0, NULL, err, err_size) : NULL;
+    if (!step_rows)
+        goto done;
+    if (op_scatter_rows(e->backend, d->logits, step_rows, rows) ||
+        op_sample(e->backend, d->sampled, d->logits, d->seen, params, random) ||
+        op_mark_seen(e->backend, d->seen, d->sampled) ||
+        tensor_read(d->sampled, d->ids, (size_t)slots * sizeof(int32_t), err, err_size)) {
+        const char *why = backend_error(e->backend);
+        if (why)
+            snprintf(err, err_size, "engine: sampling: %s", why);
+        goto done;
+    }
+    rc = 0;
+done:
+    tensor_free(step_rows);
+    tensor_free(random);
+    tensor_free(params);
+    tensor_free(rows);
+    return rc;
 }
 
 // One LLM call over a mixed batch: for each request, new_tokens[i] of its uncached tokens (a
 // prompt chunk, or the last sampled token of a decoding request). Vision embeddings go to the
 // <|video_pad|> rows of the prompt chunks (copied side by side when several requests carry
-// them). Fills e->logits row i with request i's last-token logits. Returns 0,
+// them). Fills e->step_logits row i with request i's last-token logits. Returns 0,
 // KV_CACHE_NO_SPACE when the pool cannot take the step now (nothing changed), or -1.
 static int run_step(struct engine *e, struct request **requests, const int *new_tokens, int n,
                     char *err, size_t err_size)
@@ -896,7 +1081,7 @@ static int run_step(struct engine *e, struct request **requests, const int *new_
     struct kv_step step;
     memset(&step, 0, sizeof(step));
     int32_t *ids = NULL, *positions = NULL, *embed_rows = NULL;
-    struct tensor *embeds = NULL;
+    struct tensor *embeds = NULL, *step_logits = NULL;
     int rc = -1, embed_count = 0, sources = 0;
     if (!sequences || !video_first || !video_count) {
         snprintf(err, err_size, "engine: out of memory for a step");
@@ -986,12 +1171,14 @@ static int run_step(struct engine *e, struct request **requests, const int *new_
         v_layers[l] = kv_cache_values(e->kv, l);
     }
     struct qwen_kv_layers kv = {k_layers, v_layers};
-    if (qwen_text_forward(e->model, &kv, &batch, e->logits, err, err_size))
+    step_logits = tensor_view(e->step_logits, 0, n, 0, NULL, err, err_size);
+    if (!step_logits || qwen_text_forward_to(e->model, &kv, &batch, step_logits, err, err_size))
         goto done;
     for (int i = 0; i < n; i++)
         requests[i]->seq.cached += new_tokens[i];
     rc = 0;
 done:
+    tensor_free(step_logits);
     tensor_free(embeds);
     kv_step_free(&step);
     free(sequences);
@@ -1168,6 +1355,18 @@ int engine_step(engine *e, char *err, size_t err_size)
         }
     }
     double sample_started = now_seconds();
+    int on_backend = e->device_sampling && !e->observer;
+    if (rc == 0 && n > 0) {
+        if (on_backend) {
+            rc = sample_on_backend(e, batch, n, err, err_size);
+        } else {
+            // The host samples: the step's logits rows come back (they are modified in place).
+            struct tensor *rows = tensor_view(e->step_logits, 0, n, 0, NULL, err, err_size);
+            if (!rows || tensor_read(rows, e->logits, tensor_bytes(rows), err, err_size))
+                rc = -1;
+            tensor_free(rows);
+        }
+    }
     if (rc == 0) {
         for (int i = 0; i < n; i++) {
             struct request *r = batch[i];
@@ -1179,7 +1378,10 @@ int engine_step(engine *e, char *err, size_t err_size)
                 r->vision = NULL;
                 r->phase = PHASE_DECODE;
             }
-            accept_token(e, r, e->logits + (size_t)i * e->config.text.vocab_size);
+            if (on_backend)
+                take_token(e, r, e->device_sampling->ids[r->slot]);
+            else
+                accept_token(e, r, e->logits + (size_t)i * e->config.text.vocab_size);
         }
     } else {
         // A backend failure (or no room even for the decodes, which admission rules out):

@@ -862,6 +862,25 @@ int qwen_text_forward(qwen_model *m, const struct qwen_kv_layers *kv,
                       const struct qwen_text_batch *batch, float *logits, char *err,
                       size_t err_size)
 {
+    if (batch->num_seqs <= 0) {
+        snprintf(err, err_size, "qwen2.5-vl text: bad batch (%d sequences)", batch->num_seqs);
+        return -1;
+    }
+    struct tensor *logits_t = tensor_new_2d(m->backend, TENSOR_F32, batch->num_seqs,
+                                            m->config.text.vocab_size, "logits", err, err_size);
+    if (!logits_t)
+        return -1;
+    int rc = qwen_text_forward_to(m, kv, batch, logits_t, err, err_size);
+    if (rc == 0 && tensor_read(logits_t, logits, tensor_bytes(logits_t), err, err_size))
+        rc = -1;
+    tensor_free(logits_t);
+    return rc;
+}
+
+int qwen_text_forward_to(qwen_model *m, const struct qwen_kv_layers *kv,
+                         const struct qwen_text_batch *batch, struct tensor *logits_t, char *err,
+                         size_t err_size)
+{
     const struct qwen_text_config *c = &m->config.text;
     struct backend *be = m->backend;
     int64_t tokens = batch->total_tokens, seqs = batch->num_seqs;
@@ -949,9 +968,14 @@ int qwen_text_forward(qwen_model *m, const struct qwen_kv_layers *kv,
     struct tensor *gate = scratch_2d(&s, TENSOR_F32, tokens, c->intermediate_size, "gate");
     struct tensor *up = scratch_2d(&s, TENSOR_F32, tokens, c->intermediate_size, "up");
     struct tensor *last = scratch_2d(&s, TENSOR_F32, seqs, hidden, "last_hidden");
-    struct tensor *logits_t = scratch_2d(&s, TENSOR_F32, seqs, c->vocab_size, "logits");
-    if (!x || !normed || !q || !k || !val || !attn || !proj || !gate || !up || !last || !logits_t)
+    if (!x || !normed || !q || !k || !val || !attn || !proj || !gate || !up || !last)
         goto done;
+    if (logits_t->dtype != TENSOR_F32 || tensor_rows(logits_t) != seqs ||
+        tensor_cols(logits_t) != c->vocab_size) {
+        snprintf(err, err_size, "qwen2.5-vl text: logits must be f32 [%lld, %d]", (long long)seqs,
+                 c->vocab_size);
+        goto done;
+    }
 
     op_gather_rows(be, x, m->embed_tokens, ids_t);
     if (embeds_view)
@@ -992,8 +1016,6 @@ int qwen_text_forward(qwen_model *m, const struct qwen_kv_layers *kv,
     op_rms_norm(be, last, last, NULL, m->final_norm, c->rms_norm_eps);
     op_matmul(be, logits_t, last, m->lm_head, NULL);
     if (backend_failed(be, "head", err, err_size))
-        goto done;
-    if (tensor_read(logits_t, logits, tensor_bytes(logits_t), err, err_size))
         goto done;
     rc = 0;
 done:

@@ -138,6 +138,11 @@ struct qwen_kv_layers {
 int qwen_text_forward(qwen_model *model, const struct qwen_kv_layers *kv,
                       const struct qwen_text_batch *batch, float *logits, char *err,
                       size_t err_size);
+// The same, leaving the logits on the backend: logits is f32 [num_seqs, vocab_size] (e.g. a
+// view of the first rows of a longer tensor), so a device backend can sample without a copy.
+int qwen_text_forward_to(qwen_model *model, const struct qwen_kv_layers *kv,
+                         const struct qwen_text_batch *batch, struct tensor *logits, char *err,
+                         size_t err_size);
 
 // The rotary tables (exposed for tests): M-RoPE cos/sin [count, head_dim] from 3-stream
 // positions; vision cos/sin [count, head_dim] from (row, col) patch coordinates.

@@ -39,7 +39,8 @@ static uint64_t rotl(uint64_t x, int k)
     return (x << k) | (x >> (64 - k));
 }
 
-double sampler_uniform(uint64_t s[4])
+// xoshiro256**: the next 64 bits.
+static uint64_t next_bits(uint64_t s[4])
 {
     uint64_t result = rotl(s[1] * 5, 7) * 9;
     uint64_t t = s[1] << 17;
@@ -49,7 +50,17 @@ double sampler_uniform(uint64_t s[4])
     s[0] ^= s[3];
     s[2] ^= t;
     s[3] = rotl(s[3], 45);
-    return (double)(result >> 11) * 0x1.0p-53;
+    return result;
+}
+
+double sampler_uniform(uint64_t s[4])
+{
+    return (double)(next_bits(s) >> 11) * 0x1.0p-53;
+}
+
+uint64_t sampler_random_bits(sampler *s)
+{
+    return next_bits(s->rng);
 }
 
 int sampler_create(const struct sampler_settings *settings, int vocab_size, sampler **out,

@@ -51,5 +51,8 @@ int sampler_top_p_mask(const float *logits, int vocab_size, float top_p, uint8_t
 // Uniform double in [0, 1) from a splitmix64-seeded xoshiro256** state of 4 words.
 double sampler_uniform(uint64_t state[4]);
 void sampler_seed(uint64_t state[4], uint64_t seed);
+// The draw sampler_next would make next (its raw 64 bits), advancing the generator: what
+// op_sample takes as `random` when a backend samples a non-greedy row on the device.
+uint64_t sampler_random_bits(sampler *s);
 
 #endif

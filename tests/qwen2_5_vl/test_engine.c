@@ -375,6 +375,58 @@ static void test_batch_equals_alone_and_seeded_sampling(void **state)
     free_clip(&clip);
 }
 
+// Sampling on the backend (op_sample, what the CUDA engine does by default) against sampler.c
+// on the host: the same tokens for sampled (not greedy) two-stage requests run as a batch,
+// with a temperature, top-p and repetition penalty that make every part of the draw count.
+static void run_sampled(const char *dir, const struct clip *clip, int on_backend,
+                        struct engine_result *results)
+{
+    setenv("CLIPCAP_ENGINE_SAMPLE_ON_BACKEND", on_backend ? "1" : "0", 1);
+    engine *e = open_engine(dir, 4);
+    unsetenv("CLIPCAP_ENGINE_SAMPLE_ON_BACKEND");
+    const char *prompts[3] = {"Describe the video.", "What moves?", "List the colours."};
+    char err[512];
+    for (int i = 0; i < 3; i++) {
+        struct engine_request r = make_request(clip, (uint64_t)i, prompts[i], "Refine: ", 0, 12);
+        r.sampling.temperature = 1.0f;
+        r.sampling.top_p = 0.9f;
+        r.sampling.repetition_penalty = 1.3f;
+        r.sampling.seed = 100 + (uint64_t)i;
+        assert_int_equal(engine_submit(e, &r, err, sizeof(err)), ENGINE_OK);
+    }
+    assert_int_equal(run_all(e, results, 3), 3);
+    engine_close(e);
+}
+
+static void test_sampling_on_backend_matches_host(void **state)
+{
+    (void)state;
+    struct clip clip;
+    load_clip("tiny_a", &clip);
+    char dir[256];
+    make_model_dir("tiny_a", dir, sizeof(dir));
+    struct engine_result host[3], backend[3];
+    run_sampled(dir, &clip, 0, host);
+    run_sampled(dir, &clip, 1, backend);
+    int differ_from_first = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(host[i].status, ENGINE_OK);
+        assert_int_equal(backend[i].status, ENGINE_OK);
+        assert_string_equal(host[i].stage1.text, backend[i].stage1.text);
+        assert_string_equal(host[i].stage2.text, backend[i].stage2.text);
+        assert_int_equal(host[i].stage1.output_tokens, backend[i].stage1.output_tokens);
+        assert_int_equal(host[i].stage2.output_tokens, backend[i].stage2.output_tokens);
+        differ_from_first += strcmp(host[i].stage1.text, host[0].stage1.text) != 0;
+    }
+    assert_true(differ_from_first > 0); // the draws do depend on the seeds and prompts
+    for (int i = 0; i < 3; i++) {
+        engine_result_free(&host[i]);
+        engine_result_free(&backend[i]);
+    }
+    remove_model_dir(dir);
+    free_clip(&clip);
+}
+
 // A memory budget that holds one request at a time: the second waits for the first (and both
 // give what they give alone); a request that can never fit is rejected at submit.
 static void test_memory_budget_admission(void **state)
@@ -624,6 +676,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_greedy_matches_transformers),
         cmocka_unit_test(test_stage2_reuses_prefix),
         cmocka_unit_test(test_batch_equals_alone_and_seeded_sampling),
+        cmocka_unit_test(test_sampling_on_backend_matches_host),
         cmocka_unit_test(test_memory_budget_admission),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_provenance_from_manifest),
