@@ -364,6 +364,106 @@ static int run_engine(const char *model_dir, enum engine_backend backend, const 
     return failures;
 }
 
+// The captions of every stage, run without the token observer (which makes the engine sample on
+// the host): with sample_on_backend the engine samples with op_sample on the device. sampled: a
+// temperature, top-p and repetition penalty instead of greedy. texts[i] is malloc'd (or NULL).
+static int run_texts(const char *model_dir, const struct clip *clip,
+                     const struct stage_reference *stages, int count, int sampled,
+                     int sample_on_backend, char **texts)
+{
+    setenv("CLIPCAP_ENGINE_SAMPLE_ON_BACKEND", sample_on_backend ? "1" : "0", 1);
+    struct engine_options options = {.model_dir = model_dir,
+                                     .variant = "qwen2.5",
+                                     .backend = tested_backend,
+                                     .threads = 2,
+                                     .memory_budget_bytes = KV_BUDGET,
+                                     .max_batch_requests = count};
+    engine *e = NULL;
+    char err[512];
+    int rc = engine_open(&options, &e, err, sizeof(err));
+    unsetenv("CLIPCAP_ENGINE_SAMPLE_ON_BACKEND");
+    if (rc) {
+        printf("FAIL engine_open: %s\n", err);
+        return -1;
+    }
+    static int64_t indices[256];
+    static double times[256];
+    for (int i = 0; i < 256; i++) {
+        indices[i] = i;
+        times[i] = i / clip->fps;
+    }
+    for (int i = 0; i < count; i++) {
+        struct engine_request request = {
+            .caller_token = (uint64_t)i,
+            .frames = {.count = clip->count,
+                       .width = clip->width,
+                       .height = clip->height,
+                       .rgb = clip->rgb,
+                       .frame_indices = indices,
+                       .timestamps_s = times,
+                       .sampling_fps = clip->fps},
+            .prompt_text = stages[i].user_text,
+            .sampling = {.greedy = !sampled,
+                         .temperature = 1.0f,
+                         .top_p = sampled ? 0.9f : 1.0f,
+                         .repetition_penalty = sampled ? 1.3f : 1.0f,
+                         .max_output_tokens = GREEDY_TOKENS,
+                         .seed = 11 + (uint64_t)i},
+        };
+        if (engine_submit(e, &request, err, sizeof(err)) != ENGINE_OK) {
+            printf("FAIL engine_submit: %s\n", err);
+            engine_close(e);
+            return -1;
+        }
+    }
+    int collected = 0, steps = 0;
+    struct engine_result results[MAX_STAGES];
+    while (collected < count && steps++ < 100000) {
+        if (engine_step(e, err, sizeof(err)) < 0) {
+            printf("FAIL engine_step: %s\n", err);
+            engine_close(e);
+            return -1;
+        }
+        collected += engine_collect(e, results + collected, count - collected);
+    }
+    for (int i = 0; i < collected; i++) {
+        int k = (int)results[i].caller_token;
+        texts[k] = results[i].status == ENGINE_OK && results[i].stage1.text
+                       ? strdup(results[i].stage1.text)
+                       : NULL;
+        engine_result_free(&results[i]);
+    }
+    engine_close(e);
+    return collected == count ? 0 : -1;
+}
+
+// Sampling on the backend (op_sample in the engine) against the host sampler, greedy and
+// sampled: the same captions. Returns the number of failed checks.
+static int check_device_sampling(const char *dir, const struct clip *clip,
+                                 const struct stage_reference *stages, int count,
+                                 const char *case_name)
+{
+    int failures = 0;
+    for (int sampled = 0; sampled < 2; sampled++) {
+        char *host[MAX_STAGES] = {0}, *device[MAX_STAGES] = {0};
+        int ok = run_texts(dir, clip, stages, count, sampled, 0, host) == 0 &&
+                 run_texts(dir, clip, stages, count, sampled, 1, device) == 0;
+        int same = ok;
+        for (int i = 0; i < count; i++)
+            same = same && host[i] && device[i] && !strcmp(host[i], device[i]);
+        printf("%s %s %s sampling on the backend vs the host (%s, %d stages batched): %s\n",
+               same ? "ok  " : "FAIL", tested_backend == ENGINE_BACKEND_CUDA ? "cuda" : "cpu",
+               case_name, sampled ? "T=1, top-p 0.9, penalty 1.3" : "greedy", count,
+               same ? "the same captions" : "captions differ");
+        failures += !same;
+        for (int i = 0; i < MAX_STAGES; i++) {
+            free(host[i]);
+            free(device[i]);
+        }
+    }
+    return failures;
+}
+
 // All runs of one fixture case. Returns the number of failed checks.
 static int run_case(const char *root, const char *case_name, const char *tokenizer_dir, int use_cpu,
                     int quick)
@@ -428,6 +528,7 @@ static int run_case(const char *root, const char *case_name, const char *tokeniz
                ok ? "ok  " : "FAIL", case_name, stages[i].name, diff, limit);
         failures += !ok;
     }
+    failures += check_device_sampling(dir, &clip, stages, stage_count, case_name);
     if (quick)
         goto f32_gemm;
     // Prompts in chunks of 37 tokens: later chunks attend to the bf16 cache of earlier ones.
