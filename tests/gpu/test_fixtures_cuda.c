@@ -238,6 +238,37 @@ static double logits_limit(const float *reference, int vocab)
     return LOGITS_LIMIT * fmax(scale, 1.0);
 }
 
+// Stage i of a fixture clip as an engine request: greedy (seed 1) or, with sampled, T=1,
+// top-p 0.9, repetition penalty 1.3 and a seed per stage.
+static struct engine_request
+fixture_request(const struct clip *clip, const struct stage_reference *stages, int i, int sampled)
+{
+    static int64_t indices[256];
+    static double times[256];
+    for (int f = 0; f < 256; f++) {
+        indices[f] = f;
+        times[f] = f / clip->fps;
+    }
+    struct engine_request request = {
+        .caller_token = (uint64_t)i,
+        .frames = {.count = clip->count,
+                   .width = clip->width,
+                   .height = clip->height,
+                   .rgb = clip->rgb,
+                   .frame_indices = indices,
+                   .timestamps_s = times,
+                   .sampling_fps = clip->fps},
+        .prompt_text = stages[i].user_text,
+        .sampling = {.greedy = !sampled,
+                     .temperature = 1.0f,
+                     .top_p = sampled ? 0.9f : 1.0f,
+                     .repetition_penalty = sampled ? 1.3f : 1.0f,
+                     .max_output_tokens = GREEDY_TOKENS,
+                     .seed = sampled ? 11 + (uint64_t)i : 1},
+    };
+    return request;
+}
+
 // Returns the number of stages outside the limits, or -1 when the run itself failed.
 static int run_engine(const char *model_dir, enum engine_backend backend, const struct clip *clip,
                       const struct stage_reference *stages, int count, const char *label,
@@ -264,31 +295,9 @@ static int run_engine(const char *model_dir, enum engine_backend backend, const 
         observed[i].prefill_logits = prefill_logits[i];
     }
     engine_set_token_observer(e, observe_token, &state);
-    static int64_t indices[256];
-    static double times[256];
-    for (int i = 0; i < 256; i++) {
-        indices[i] = i;
-        times[i] = i / clip->fps;
-    }
     int failures = 0, collected = 0, steps = 0;
     for (int i = 0; i < count; i++) {
-        struct engine_request request = {
-            .caller_token = (uint64_t)i,
-            .frames = {.count = clip->count,
-                       .width = clip->width,
-                       .height = clip->height,
-                       .rgb = clip->rgb,
-                       .frame_indices = indices,
-                       .timestamps_s = times,
-                       .sampling_fps = clip->fps},
-            .prompt_text = stages[i].user_text,
-            .sampling = {.greedy = 1,
-                         .temperature = 1.0f,
-                         .top_p = 1.0f,
-                         .repetition_penalty = 1.0f,
-                         .max_output_tokens = GREEDY_TOKENS,
-                         .seed = 1},
-        };
+        struct engine_request request = fixture_request(clip, stages, i, 0);
         if (engine_submit(e, &request, err, sizeof(err)) != ENGINE_OK) {
             printf("FAIL %s %s %s: engine_submit: %s\n", case_name, label, stages[i].name, err);
             engine_close(e);
@@ -386,30 +395,8 @@ static int run_texts(const char *model_dir, const struct clip *clip,
         printf("FAIL engine_open: %s\n", err);
         return -1;
     }
-    static int64_t indices[256];
-    static double times[256];
-    for (int i = 0; i < 256; i++) {
-        indices[i] = i;
-        times[i] = i / clip->fps;
-    }
     for (int i = 0; i < count; i++) {
-        struct engine_request request = {
-            .caller_token = (uint64_t)i,
-            .frames = {.count = clip->count,
-                       .width = clip->width,
-                       .height = clip->height,
-                       .rgb = clip->rgb,
-                       .frame_indices = indices,
-                       .timestamps_s = times,
-                       .sampling_fps = clip->fps},
-            .prompt_text = stages[i].user_text,
-            .sampling = {.greedy = !sampled,
-                         .temperature = 1.0f,
-                         .top_p = sampled ? 0.9f : 1.0f,
-                         .repetition_penalty = sampled ? 1.3f : 1.0f,
-                         .max_output_tokens = GREEDY_TOKENS,
-                         .seed = 11 + (uint64_t)i},
-        };
+        struct engine_request request = fixture_request(clip, stages, i, sampled);
         if (engine_submit(e, &request, err, sizeof(err)) != ENGINE_OK) {
             printf("FAIL engine_submit: %s\n", err);
             engine_close(e);
