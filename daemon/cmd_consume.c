@@ -3,7 +3,7 @@
 // payload decoded as a job message where it is one (else its size). For inspecting the
 // dead-letter topic and for tests. It reads without a consumer group and commits nothing.
 #include "commands.h"
-#include "embedded_broker.h"
+#include "kafka_tool.h"
 
 #include <getopt.h>
 #include <jansson.h>
@@ -58,48 +58,30 @@ int cmd_consume(int argc, char **argv)
             return c == 'h' ? 0 : 2;
         }
     }
-    char bootstraps[1024], err[512];
-    if (state_file) {
-        if (embedded_broker_read_state(state_file, bootstraps, sizeof(bootstraps), err,
-                                       sizeof(err)) != 0) {
-            fprintf(stderr, "clipcap consume: %s\n", err);
-            return 1;
-        }
-        brokers = bootstraps;
-    }
-    if (!brokers || !topic) {
-        fprintf(stderr, "clipcap consume: --topic and brokers are required\n");
+    if (!topic) {
+        fprintf(stderr, "clipcap consume: --topic is required\n");
         return 2;
     }
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof(err)) ||
-        rd_kafka_conf_set(conf, "group.id", "clipcap-consume-tool", err, sizeof(err)) ||
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err)) ||
-        rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof(err))) {
-        fprintf(stderr, "clipcap consume: %s\n", err);
-        rd_kafka_conf_destroy(conf);
-        return 2;
-    }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    char err[512];
+    int status;
+    // No group rebalance and nothing committed: every partition is assigned from the start.
+    static const char *const properties[] = {"enable.auto.commit", "false", "enable.partition.eof",
+                                             "true", NULL};
+    rd_kafka_t *rk = kafka_tool_consumer(brokers, state_file, "clipcap-consume-tool", properties,
+                                         &status, err, sizeof(err));
     if (!rk) {
         fprintf(stderr, "clipcap consume: %s\n", err);
-        rd_kafka_conf_destroy(conf);
-        return 1;
+        return status;
     }
-    int status = 1;
-    const rd_kafka_metadata_t *metadata = NULL;
-    rd_kafka_topic_t *handle = rd_kafka_topic_new(rk, topic, NULL);
-    rd_kafka_resp_err_t kerr = rd_kafka_metadata(rk, 0, handle, &metadata, 10000);
-    if (kerr || metadata->topic_cnt != 1 || metadata->topics[0].err) {
-        fprintf(stderr, "clipcap consume: no metadata for %s\n", topic);
+    status = 1;
+    rd_kafka_topic_partition_list_t *list = kafka_tool_partitions(rk, topic, err, sizeof(err));
+    if (!list) {
+        fprintf(stderr, "clipcap consume: %s\n", err);
         goto done;
     }
-    int partitions = metadata->topics[0].partition_cnt;
-    // Assign every partition from the beginning (no group rebalance, nothing committed).
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(partitions);
+    int partitions = list->cnt;
     for (int p = 0; p < partitions; p++)
-        rd_kafka_topic_partition_list_add(list, topic, metadata->topics[0].partitions[p].id)
-            ->offset = RD_KAFKA_OFFSET_BEGINNING;
+        list->elems[p].offset = RD_KAFKA_OFFSET_BEGINNING;
     rd_kafka_assign(rk, list);
     rd_kafka_topic_partition_list_destroy(list);
     int at_end = 0;
@@ -139,9 +121,6 @@ int cmd_consume(int argc, char **argv)
     }
     status = 0;
 done:
-    if (metadata)
-        rd_kafka_metadata_destroy(metadata);
-    rd_kafka_topic_destroy(handle);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     return status;

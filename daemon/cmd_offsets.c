@@ -2,7 +2,7 @@
 // committed offset, the end of the log and the lag; exit status 0. Tests use it to assert
 // that every offset was committed; operators to see consumer lag.
 #include "commands.h"
-#include "embedded_broker.h"
+#include "kafka_tool.h"
 
 #include <getopt.h>
 #include <librdkafka/rdkafka.h>
@@ -42,46 +42,21 @@ int cmd_offsets(int argc, char **argv)
             return c == 'h' ? 0 : 2;
         }
     }
-    char bootstraps[1024], err[512];
-    if (state_file) {
-        if (embedded_broker_read_state(state_file, bootstraps, sizeof(bootstraps), err,
-                                       sizeof(err)) != 0) {
-            fprintf(stderr, "clipcap offsets: %s\n", err);
-            return 1;
-        }
-        brokers = bootstraps;
-    }
-    if (!brokers) {
-        fprintf(stderr, "clipcap offsets: no brokers\n");
-        return 2;
-    }
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof(err)) ||
-        rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err))) {
-        fprintf(stderr, "clipcap offsets: %s\n", err);
-        rd_kafka_conf_destroy(conf);
-        return 2;
-    }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    char err[512];
+    int status;
+    rd_kafka_t *rk =
+        kafka_tool_consumer(brokers, state_file, group, NULL, &status, err, sizeof(err));
     if (!rk) {
         fprintf(stderr, "clipcap offsets: %s\n", err);
-        rd_kafka_conf_destroy(conf);
-        return 1;
+        return status;
     }
-    int status = 1;
-    const rd_kafka_metadata_t *metadata = NULL;
-    rd_kafka_topic_t *handle = rd_kafka_topic_new(rk, topic, NULL);
-    rd_kafka_resp_err_t kerr = rd_kafka_metadata(rk, 0, handle, &metadata, 10000);
-    if (kerr || metadata->topic_cnt != 1 || metadata->topics[0].err) {
-        fprintf(stderr, "clipcap offsets: no metadata for %s: %s\n", topic,
-                rd_kafka_err2str(kerr ? kerr : metadata->topics[0].err));
+    status = 1;
+    rd_kafka_topic_partition_list_t *list = kafka_tool_partitions(rk, topic, err, sizeof(err));
+    if (!list) {
+        fprintf(stderr, "clipcap offsets: %s\n", err);
         goto done;
     }
-    int partitions = metadata->topics[0].partition_cnt;
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(partitions);
-    for (int p = 0; p < partitions; p++)
-        rd_kafka_topic_partition_list_add(list, topic, metadata->topics[0].partitions[p].id);
-    kerr = rd_kafka_committed(rk, list, 10000);
+    rd_kafka_resp_err_t kerr = rd_kafka_committed(rk, list, 10000);
     if (kerr) {
         fprintf(stderr, "clipcap offsets: %s\n", rd_kafka_err2str(kerr));
         rd_kafka_topic_partition_list_destroy(list);
@@ -102,9 +77,6 @@ int cmd_offsets(int argc, char **argv)
     rd_kafka_topic_partition_list_destroy(list);
     status = 0;
 done:
-    if (metadata)
-        rd_kafka_metadata_destroy(metadata);
-    rd_kafka_topic_destroy(handle);
     rd_kafka_destroy(rk);
     return status;
 }
