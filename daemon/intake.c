@@ -249,6 +249,13 @@ static int wait_for_first_assignment(intake *in)
 {
     if (in->rebalanced || rd_kafka_version() >= INTAKE_FIRST_ASSIGNMENT_FIXED_VERSION)
         return 1;
+    // No member id: no JoinGroup was answered, so no assignor was chosen and destroying is
+    // safe (a broker that cannot be reached does not cost the wait).
+    char *member_id = rd_kafka_memberid(in->consumer);
+    int joined = member_id && *member_id;
+    rd_kafka_mem_free(in->consumer, member_id);
+    if (!joined)
+        return 1;
     log_event(LOG_LEVEL_INFO, "kafka_waiting_for_first_assignment", NULL);
     // Intake is paused by now, so newly assigned partitions stay paused and nothing new is
     // fetched; a message that still arrives is left unstored for the partition's next owner.

@@ -85,10 +85,33 @@ static void test_close_while_joining(void **state)
     rd_kafka_destroy(host);
 }
 
+// A consumer that never reached a broker closes at once (nothing joined: no wait).
+static void test_close_unreachable(void **state)
+{
+    (void)state;
+    struct intake_options options = {
+        .brokers = "127.0.0.1:1",
+        .group = "unreachable",
+        .topic = "jobs",
+        .max_poll_interval_ms = 60000,
+    };
+    intake *in = NULL;
+    char err[512];
+    assert_int_equal(intake_open(&options, &in, err, sizeof(err)), 0);
+    uint64_t generation;
+    int fatal;
+    for (int i = 0; i < 5; i++)
+        assert_null(intake_poll(in, 50, &generation, &fatal));
+    double started = monotonic_seconds();
+    intake_close(in);
+    assert_true(monotonic_seconds() - started < 10.0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_close_while_joining),
+        cmocka_unit_test(test_close_unreachable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
