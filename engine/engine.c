@@ -50,6 +50,11 @@
 #define ENGINE_CUDA_KV_SHARE          0.5
 #define ENGINE_DEFAULT_PREFILL_CHUNK  2048
 #define ENGINE_DEFAULT_MAX_REQUESTS   8
+// On a GPU decode steps are bound by reading the weights once per step, so more requests per
+// step are nearly free; admission still waits for KV blocks (32 W1 clips take ~14 GB of KV).
+// Each request waiting for the vision tower holds its pixel rows in host memory (f32: 135 MB
+// for a W1 window), which this also bounds.
+#define ENGINE_CUDA_DEFAULT_MAX_REQUESTS 32
 #define ENGINE_STAGE2_TEMPLATE_TOKENS 16 // <|im_end|>\n<|im_start|>assistant\n and margin
 #define ENGINE_MAX_FRAME_PIXELS       ((int64_t)1 << 26)
 #define QWEN_MAX_LAYERS               256
@@ -491,8 +496,9 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
         goto fail;
     if (read_provenance(e, err, err_size))
         goto fail;
-    e->max_requests =
-        options->max_batch_requests > 0 ? options->max_batch_requests : ENGINE_DEFAULT_MAX_REQUESTS;
+    e->max_requests = options->max_batch_requests > 0 ? options->max_batch_requests
+                      : backend_is_host(e->backend) ? ENGINE_DEFAULT_MAX_REQUESTS
+                                                    : ENGINE_CUDA_DEFAULT_MAX_REQUESTS;
     if (e->config.text.num_layers > QWEN_MAX_LAYERS) {
         snprintf(err, err_size, "engine: %d layers (at most %d)", e->config.text.num_layers,
                  QWEN_MAX_LAYERS);
