@@ -174,14 +174,20 @@ static struct tensor *entry_tensor(struct weight_store *store, const struct safe
         int64_t count = 1;
         for (int i = 0; i < ndim; i++)
             count *= shape[i];
-        float *values = malloc((size_t)(count > 0 ? count : 1) * sizeof(float));
-        if (!values) {
+        size_t n = (size_t)(count > 0 ? count : 1);
+        float *values = malloc(n * sizeof(float));
+        uint16_t *raw = malloc(n * sizeof(uint16_t)); // the mapping need not be 2-byte aligned
+        if (!values || !raw) {
+            free(values);
+            free(raw);
             snprintf(err, err_size, "weights: out of memory upcasting %s", name);
             return NULL;
         }
-        tensor_load_f32(values, data, dtype, 0, count);
+        memcpy(raw, data, (size_t)count * sizeof(uint16_t));
+        tensor_load_f32(values, raw, dtype, 0, count);
         struct tensor *t =
             tensor_from_host(store->backend, TENSOR_F32, ndim, shape, values, name, err, err_size);
+        free(raw);
         free(values);
         return t;
     }
