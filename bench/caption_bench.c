@@ -85,13 +85,7 @@ static int parse(int argc, char **argv, struct bench_options *o)
             o->model_dir = optarg;
             break;
         case 'b':
-            if (!strcmp(optarg, "auto"))
-                o->backend = ENGINE_BACKEND_AUTO;
-            else if (!strcmp(optarg, "cuda"))
-                o->backend = ENGINE_BACKEND_CUDA;
-            else if (!strcmp(optarg, "cpu"))
-                o->backend = ENGINE_BACKEND_CPU;
-            else
+            if (engine_backend_from_name(optarg, &o->backend) != 0)
                 return -1;
             break;
         case 'r':

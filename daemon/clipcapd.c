@@ -173,13 +173,8 @@ static int open_engine(struct daemon *d, char *err, size_t err_size)
     struct engine_options options = {0};
     options.model_dir = d->config.engine_model_dir;
     options.variant = d->config.engine_variant;
-    if (!strcmp(d->config.engine_backend, "auto")) {
-        options.backend = ENGINE_BACKEND_AUTO; // engine_ready's backend= says which was taken
-    } else if (!strcmp(d->config.engine_backend, "cuda")) {
-        options.backend = ENGINE_BACKEND_CUDA;
-    } else if (!strcmp(d->config.engine_backend, "cpu")) {
-        options.backend = ENGINE_BACKEND_CPU;
-    } else {
+    // With auto, engine_ready's backend= says which was taken.
+    if (engine_backend_from_name(d->config.engine_backend, &options.backend) != 0) {
         snprintf(err, err_size, "engine.backend must be auto, cpu or cuda, not '%s'",
                  d->config.engine_backend);
         return -1;
@@ -461,17 +456,16 @@ int main(int argc, char **argv)
     const struct engine_model_info *info = engine_info(d.engine);
     operations_engine_loaded(info);
     struct engine_memory memory;
-    if (engine_memory(d.engine, &memory) == 0) {
-        operations_engine_memory(&memory);
-        char weights_mb[32], kv_mb[32], kv_tokens[32];
-        snprintf(weights_mb, sizeof(weights_mb), "%.1f", (double)memory.weights_bytes / 1048576.0);
-        snprintf(kv_mb, sizeof(kv_mb), "%.1f", (double)memory.kv_pool_bytes / 1048576.0);
-        snprintf(kv_tokens, sizeof(kv_tokens), "%ld", memory.kv_pool_tokens);
-        if (info)
-            log_event(LOG_LEVEL_NOTICE, "engine_ready", "model", info->hf_model_id, "revision",
-                      info->revision, "backend", info->backend, "weights_mb", weights_mb,
-                      "kv_pool_mb", kv_mb, "kv_pool_tokens", kv_tokens, NULL);
-    }
+    engine_memory(d.engine, &memory); // zeroed where the engine cannot say
+    operations_engine_memory(&memory);
+    char weights_mb[32], kv_mb[32], kv_tokens[32];
+    snprintf(weights_mb, sizeof(weights_mb), "%.1f", (double)memory.weights_bytes / 1048576.0);
+    snprintf(kv_mb, sizeof(kv_mb), "%.1f", (double)memory.kv_pool_bytes / 1048576.0);
+    snprintf(kv_tokens, sizeof(kv_tokens), "%ld", memory.kv_pool_tokens);
+    if (info)
+        log_event(LOG_LEVEL_NOTICE, "engine_ready", "model", info->hf_model_id, "revision",
+                  info->revision, "backend", info->backend, "weights_mb", weights_mb, "kv_pool_mb",
+                  kv_mb, "kv_pool_tokens", kv_tokens, NULL);
     if (start_broker(&d, err, sizeof(err)) != 0)
         goto fail;
     if (start_pipeline(&d, err, sizeof(err)) != 0)

@@ -70,7 +70,8 @@ int cmd_caption(int argc, char **argv)
 {
     const char *model_dir = NULL, *video = NULL, *variant_key = "qwen2.5";
     const char *prompt_variant = "default", *prompt_text = NULL;
-    const char *stage2_text = PROMPT_STAGE2_DEFAULT, *backend = "auto";
+    const char *stage2_text = PROMPT_STAGE2_DEFAULT;
+    enum engine_backend backend = ENGINE_BACKEND_AUTO;
     int stage2 = 0, greedy = 0, threads = 0, max_tokens = 512, window_size = 256;
     int remainder = 128, random_weights = 0;
     double fps = 2.0;
@@ -158,10 +159,9 @@ int cmd_caption(int argc, char **argv)
             threads = atoi(optarg);
             break;
         case OPT_BACKEND:
-            backend = optarg;
-            if (strcmp(backend, "auto") && strcmp(backend, "cpu") && strcmp(backend, "cuda")) {
+            if (engine_backend_from_name(optarg, &backend) != 0) {
                 fprintf(stderr, "clipcap caption: --backend must be auto, cpu or cuda, not '%s'\n",
-                        backend);
+                        optarg);
                 return 2;
             }
             break;
@@ -227,9 +227,7 @@ int cmd_caption(int argc, char **argv)
     struct engine_options engine_options = {0};
     engine_options.model_dir = model_dir;
     engine_options.variant = variant->key;
-    engine_options.backend = !strcmp(backend, "cuda")  ? ENGINE_BACKEND_CUDA
-                             : !strcmp(backend, "cpu") ? ENGINE_BACKEND_CPU
-                                                       : ENGINE_BACKEND_AUTO; // checked above
+    engine_options.backend = backend;
     engine_options.threads = threads;
     engine_options.random_weights = random_weights;
     engine_options.random_seed = random_seed;

@@ -271,6 +271,7 @@ struct engine_job {
 struct engine_state {
     struct engine_job *jobs; // admitted, not finished
     int requests_in_flight;
+    double memory_published_at; // engine_memory() to the gauges, once a second at most
 };
 
 static enum engine_status submit_windows(pipeline *p, struct engine_state *state,
@@ -438,6 +439,13 @@ static void *engine_main(void *arg)
     char err[256];
     while (!atomic_load(&p->stopping)) {
         operations_engine_heartbeat(); // a stuck step stops these: the watchdog trips
+        // The memory gauges: not every step (on a GPU engine_memory asks the driver).
+        double now = monotonic_seconds();
+        struct engine_memory memory;
+        if (now - state.memory_published_at >= 1.0 && engine_memory(p->engine, &memory) == 0) {
+            operations_engine_memory(&memory);
+            state.memory_published_at = now;
+        }
         // Admit new jobs: wait briefly only when the engine has nothing to do.
         int idle = state.requests_in_flight == 0 && !state.jobs;
         struct job *job = work_queue_pop(p->engine_queue, idle ? 100 : 0);
@@ -452,9 +460,6 @@ static void *engine_main(void *arg)
             log_event(LOG_LEVEL_ERROR, "engine_step_failed", "msg", err, NULL);
             sleep_ms(100);
         }
-        struct engine_memory memory;
-        if (engine_memory(p->engine, &memory) == 0)
-            operations_engine_memory(&memory);
         int n;
         while ((n = engine_collect(p->engine, results, 16)) > 0) {
             for (int i = 0; i < n; i++) {

@@ -47,17 +47,17 @@
 #define ENGINE_DEFAULT_BUDGET ((size_t)2 << 30) // KV pool on the CPU backend
 // KV pool on the CUDA backend without a configured budget: this share of the device memory
 // free once the weights are loaded (the rest is for activations, scratch and the pool's cache).
-#define ENGINE_CUDA_KV_SHARE          0.5
-#define ENGINE_DEFAULT_PREFILL_CHUNK  2048
-#define ENGINE_DEFAULT_MAX_REQUESTS   8
+#define ENGINE_CUDA_KV_SHARE         0.5
+#define ENGINE_DEFAULT_PREFILL_CHUNK 2048
+#define ENGINE_DEFAULT_MAX_REQUESTS  8
 // On a GPU decode steps are bound by reading the weights once per step, so more requests per
 // step are nearly free; admission still waits for KV blocks (32 W1 clips take ~14 GB of KV).
 // Each request waiting for the vision tower holds its pixel rows in host memory (f32: 135 MB
 // for a W1 window), which this also bounds.
 #define ENGINE_CUDA_DEFAULT_MAX_REQUESTS 32
-#define ENGINE_STAGE2_TEMPLATE_TOKENS 16 // <|im_end|>\n<|im_start|>assistant\n and margin
-#define ENGINE_MAX_FRAME_PIXELS       ((int64_t)1 << 26)
-#define QWEN_MAX_LAYERS               256
+#define ENGINE_STAGE2_TEMPLATE_TOKENS    16 // <|im_end|>\n<|im_start|>assistant\n and margin
+#define ENGINE_MAX_FRAME_PIXELS          ((int64_t)1 << 26)
+#define QWEN_MAX_LAYERS                  256
 
 static double now_seconds(void)
 {
@@ -163,12 +163,14 @@ struct engine {
 // it); the host path stays for the CPU and for engine_debug.h's token observer, which needs
 // the logits. Same tokens either way: op_sample transcribes sampler_next (gpu_op_test holds the
 // CUDA op to the CPU's tokens; tests/qwen2_5_vl/test_engine.c the two engine paths to each
-// other), and the host still advances each request's generator (sampler_random_bits). Every request in
-// flight owns a row (its slot) of these tensors.
+// other), and the host still advances each request's generator (sampler_random_bits). Every request
+// in flight owns a row (its slot) of these tensors.
 struct device_sampling {
     struct tensor *logits;  // f32 [max_requests, vocab], by slot
     struct tensor *seen;    // u8 [max_requests, vocab]: prompt and output tokens, by slot
     struct tensor *sampled; // i32 [max_requests]
+    struct tensor *params_t, *random_t; // device copies of params and random
+    struct tensor *slots_t; // i32 [max_requests, 1]: a step's first n rows are its slot_of_row
     float *params;          // [max_requests, 3] temperature, top_p, repetition penalty
     int64_t *random;        // [max_requests]
     int32_t *slot_of_row;   // [max_requests] the step's batch rows -> slots
@@ -201,8 +203,8 @@ static void slot_release(struct engine *e, struct request *r)
 }
 
 // Where a step's time goes (CLIPCAP_ENGINE_PROFILE=1, printed to stderr by engine_close).
-// Steps end with the logits read back to the host, so a step's wall time is its GPU time plus
-// host work; the vision tower gets a backend_synchronize after it only while profiling.
+// While profiling, the backend is synchronized after the vision tower and after each step's
+// forward pass, so their wall times include the device's work.
 struct engine_profile {
     double vision_seconds;
     int vision_calls;
@@ -210,7 +212,7 @@ struct engine_profile {
     long mixed_steps, mixed_prompt_tokens, mixed_decode_rows;
     double decode_seconds; // steps of decodes only
     long decode_steps, decode_rows;
-    double sample_seconds; // host sampling and detokenizing after the steps
+    double sample_seconds; // sampling (on the host or the backend) and detokenizing
 };
 
 static void profile_print(const struct engine_profile *p)
@@ -218,7 +220,7 @@ static void profile_print(const struct engine_profile *p)
     fprintf(stderr,
             "engine profile: vision %d calls %.3f s (%.3f s each); mixed steps %ld %.3f s "
             "(%.1f ms each, %ld prompt tokens = %.0f tok/s, %ld decode rows); decode-only steps "
-            "%ld %.3f s (%.2f ms each, mean batch %.1f); host sampling %.3f s\n",
+            "%ld %.3f s (%.2f ms each, mean batch %.1f); sampling %.3f s\n",
             p->vision_calls, p->vision_seconds,
             p->vision_calls ? p->vision_seconds / p->vision_calls : 0.0, p->mixed_steps,
             p->mixed_seconds, p->mixed_steps ? 1e3 * p->mixed_seconds / p->mixed_steps : 0.0,
@@ -227,6 +229,30 @@ static void profile_print(const struct engine_profile *p)
             p->mixed_decode_rows, p->decode_steps, p->decode_seconds,
             p->decode_steps ? 1e3 * p->decode_seconds / p->decode_steps : 0.0,
             p->decode_steps ? (double)p->decode_rows / p->decode_steps : 0.0, p->sample_seconds);
+}
+
+// Adds a step that ran (after the retry without prompt chunks, if there was one) to the profile.
+static void profile_step(struct engine *e, const int *new_tokens, const int *was_prefill, int n,
+                         double started)
+{
+    struct engine_profile *p = e->profile;
+    backend_synchronize(e->backend); // the logits stay on the device: wait for the step
+    double seconds = now_seconds() - started;
+    long prompt_tokens = 0, decode_rows = 0;
+    for (int i = 0; i < n; i++) {
+        prompt_tokens += was_prefill[i] ? new_tokens[i] : 0;
+        decode_rows += !was_prefill[i];
+    }
+    if (prompt_tokens > 0) {
+        p->mixed_seconds += seconds;
+        p->mixed_steps++;
+        p->mixed_prompt_tokens += prompt_tokens;
+        p->mixed_decode_rows += decode_rows;
+    } else {
+        p->decode_seconds += seconds;
+        p->decode_steps++;
+        p->decode_rows += decode_rows;
+    }
 }
 
 static void sequence_free(struct sequence *s)
@@ -497,8 +523,8 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
     if (read_provenance(e, err, err_size))
         goto fail;
     e->max_requests = options->max_batch_requests > 0 ? options->max_batch_requests
-                      : backend_is_host(e->backend) ? ENGINE_DEFAULT_MAX_REQUESTS
-                                                    : ENGINE_CUDA_DEFAULT_MAX_REQUESTS;
+                      : backend_is_host(e->backend)   ? ENGINE_DEFAULT_MAX_REQUESTS
+                                                      : ENGINE_CUDA_DEFAULT_MAX_REQUESTS;
     if (e->config.text.num_layers > QWEN_MAX_LAYERS) {
         snprintf(err, err_size, "engine: %d layers (at most %d)", e->config.text.num_layers,
                  QWEN_MAX_LAYERS);
@@ -547,6 +573,10 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
             goto fail;
     }
     e->logits = malloc((size_t)e->max_requests * e->config.text.vocab_size * sizeof(float));
+    if (!e->logits) {
+        snprintf(err, err_size, "engine: out of memory for logits");
+        goto fail;
+    }
     e->step_logits = tensor_new_2d(e->backend, TENSOR_F32, e->max_requests,
                                    e->config.text.vocab_size, "step_logits", err, err_size);
     if (!e->step_logits)
@@ -556,10 +586,6 @@ int engine_open(const struct engine_options *options, engine **out, char *err, s
         on_backend && *on_backend ? strcmp(on_backend, "0") != 0 : !backend_is_host(e->backend);
     if (sample_on_device && !(e->device_sampling = device_sampling_create(e, err, err_size)))
         goto fail;
-    if (!e->logits) {
-        snprintf(err, err_size, "engine: out of memory for logits");
-        goto fail;
-    }
     model_config_free(&files);
     *out = e;
     return 0;
@@ -960,6 +986,9 @@ static void device_sampling_free(struct device_sampling *d)
     tensor_free(d->logits);
     tensor_free(d->seen);
     tensor_free(d->sampled);
+    tensor_free(d->params_t);
+    tensor_free(d->random_t);
+    tensor_free(d->slots_t);
     free(d->params);
     free(d->random);
     free(d->slot_of_row);
@@ -983,14 +1012,15 @@ static struct device_sampling *device_sampling_create(struct engine *e, char *er
     d->slot_busy = calloc((size_t)rows, sizeof(int));
     if (!d->params || !d->random || !d->slot_of_row || !d->ids || !d->seen_row || !d->slot_busy)
         goto oom;
-    int64_t shape[2] = {rows, vocab};
-    d->logits = tensor_new(e->backend, TENSOR_F32, 2, shape, "sampling_logits", err, err_size);
-    d->seen = d->logits
-                  ? tensor_new(e->backend, TENSOR_U8, 2, shape, "sampling_seen", err, err_size)
-                  : NULL;
-    d->sampled =
-        d->seen ? tensor_new(e->backend, TENSOR_I32, 1, shape, "sampled_ids", err, err_size) : NULL;
-    if (!d->sampled) {
+    int64_t shape[2] = {rows, vocab}, param_shape[2] = {rows, 3};
+    struct backend *be = e->backend;
+    if (!(d->logits = tensor_new(be, TENSOR_F32, 2, shape, "sampling_logits", err, err_size)) ||
+        !(d->seen = tensor_new(be, TENSOR_U8, 2, shape, "sampling_seen", err, err_size)) ||
+        !(d->sampled = tensor_new(be, TENSOR_I32, 1, shape, "sampled_ids", err, err_size)) ||
+        !(d->params_t =
+              tensor_new(be, TENSOR_F32, 2, param_shape, "sampling_params", err, err_size)) ||
+        !(d->random_t = tensor_new(be, TENSOR_I64, 1, shape, "sampling_random", err, err_size)) ||
+        !(d->slots_t = tensor_new_2d(be, TENSOR_I32, rows, 1, "sampling_slots", err, err_size))) {
         device_sampling_free(d);
         return NULL;
     }
@@ -1011,8 +1041,9 @@ static int sample_on_backend(struct engine *e, struct request **batch, int n, ch
 {
     struct device_sampling *d = e->device_sampling;
     int vocab = e->config.text.vocab_size;
-    struct tensor *rows = NULL, *params = NULL, *random = NULL, *step_rows = NULL;
+    struct tensor *slots = NULL, *step_rows = NULL;
     int rc = -1;
+    backend_profile_phase(e->backend, "sampling");
     for (int s = 0; s < e->max_requests; s++) {
         d->params[3 * s] = 0.0f; // greedy
         d->params[3 * s + 1] = 1.0f;
@@ -1024,7 +1055,7 @@ static int sample_on_backend(struct engine *e, struct request **batch, int n, ch
         d->slot_of_row[i] = r->slot;
         if (r->seq.cached < r->seq.count)
             continue; // mid-prompt: nothing to sample yet
-        int greedy = r->sampling.greedy || r->sampling.temperature < 1e-5f;
+        int greedy = sampler_is_greedy(r->sampler);
         d->params[3 * r->slot] = greedy ? 0.0f : r->sampling.temperature;
         d->params[3 * r->slot + 1] = r->sampling.top_p;
         d->params[3 * r->slot + 2] = r->sampling.repetition_penalty;
@@ -1042,22 +1073,17 @@ static int sample_on_backend(struct engine *e, struct request **batch, int n, ch
                 goto done;
         }
     }
-    int64_t count = n, slots = e->max_requests, param_shape[2] = {slots, 3};
-    rows = tensor_from_host(e->backend, TENSOR_I32, 1, &count, d->slot_of_row, "sampling_slots",
-                            err, err_size);
-    params = rows ? tensor_from_host(e->backend, TENSOR_F32, 2, param_shape, d->params,
-                                     "sampling_params", err, err_size)
-                  : NULL;
-    random = params ? tensor_from_host(e->backend, TENSOR_I64, 1, &slots, d->random,
-                                       "sampling_random", err, err_size)
-                    : NULL;
-    step_rows = random ? tensor_view(e->step_logits, 0, n, 0, NULL, err, err_size) : NULL;
-    if (!step_rows)
+    size_t rows = (size_t)e->max_requests;
+    if (tensor_write(d->params_t, d->params, rows * 3 * sizeof(float), err, err_size) ||
+        tensor_write(d->random_t, d->random, rows * sizeof(int64_t), err, err_size) ||
+        !(slots = tensor_view(d->slots_t, 0, n, 0, NULL, err, err_size)) ||
+        tensor_write(slots, d->slot_of_row, (size_t)n * sizeof(int32_t), err, err_size) ||
+        !(step_rows = tensor_view(e->step_logits, 0, n, 0, NULL, err, err_size)))
         goto done;
-    if (op_scatter_rows(e->backend, d->logits, step_rows, rows) ||
-        op_sample(e->backend, d->sampled, d->logits, d->seen, params, random) ||
+    if (op_scatter_rows(e->backend, d->logits, step_rows, slots) ||
+        op_sample(e->backend, d->sampled, d->logits, d->seen, d->params_t, d->random_t) ||
         op_mark_seen(e->backend, d->seen, d->sampled) ||
-        tensor_read(d->sampled, d->ids, (size_t)slots * sizeof(int32_t), err, err_size)) {
+        tensor_read(d->sampled, d->ids, rows * sizeof(int32_t), err, err_size)) {
         const char *why = backend_error(e->backend);
         if (why)
             snprintf(err, err_size, "engine: sampling: %s", why);
@@ -1066,9 +1092,7 @@ static int sample_on_backend(struct engine *e, struct request **batch, int n, ch
     rc = 0;
 done:
     tensor_free(step_rows);
-    tensor_free(random);
-    tensor_free(params);
-    tensor_free(rows);
+    tensor_free(slots);
     return rc;
 }
 
@@ -1341,25 +1365,8 @@ int engine_step(engine *e, char *err, size_t err_size)
         n = m;
         rc = n > 0 ? run_step(e, batch, new_tokens, n, err, err_size) : 0;
     }
-    if (rc == 0 && e->profile && n > 0) {
-        struct engine_profile *p = e->profile;
-        double seconds = now_seconds() - step_started;
-        long prompt_tokens = 0, decode_rows = 0;
-        for (int i = 0; i < n; i++) {
-            prompt_tokens += was_prefill[i] ? new_tokens[i] : 0;
-            decode_rows += !was_prefill[i];
-        }
-        if (prompt_tokens > 0) {
-            p->mixed_seconds += seconds;
-            p->mixed_steps++;
-            p->mixed_prompt_tokens += prompt_tokens;
-            p->mixed_decode_rows += decode_rows;
-        } else {
-            p->decode_seconds += seconds;
-            p->decode_steps++;
-            p->decode_rows += decode_rows;
-        }
-    }
+    if (rc == 0 && e->profile && n > 0)
+        profile_step(e, new_tokens, was_prefill, n, step_started);
     double sample_started = now_seconds();
     int on_backend = e->device_sampling && !e->observer;
     if (rc == 0 && n > 0) {

@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -25,6 +26,20 @@ enum engine_backend {
     ENGINE_BACKEND_CUDA = 1,
     ENGINE_BACKEND_AUTO = 2, // CUDA when built in and a device is usable, else CPU
 };
+
+// "auto", "cpu" or "cuda" (configuration, command lines) -> *out; -1 for any other name.
+static inline int engine_backend_from_name(const char *name, enum engine_backend *out)
+{
+    if (!strcmp(name, "auto"))
+        *out = ENGINE_BACKEND_AUTO;
+    else if (!strcmp(name, "cpu"))
+        *out = ENGINE_BACKEND_CPU;
+    else if (!strcmp(name, "cuda"))
+        *out = ENGINE_BACKEND_CUDA;
+    else
+        return -1;
+    return 0;
+}
 
 struct engine_options {
     const char *model_dir;       // Hugging Face model directory (config.json, safetensors...)

@@ -862,10 +862,6 @@ int qwen_text_forward(qwen_model *m, const struct qwen_kv_layers *kv,
                       const struct qwen_text_batch *batch, float *logits, char *err,
                       size_t err_size)
 {
-    if (batch->num_seqs <= 0) {
-        snprintf(err, err_size, "qwen2.5-vl text: bad batch (%d sequences)", batch->num_seqs);
-        return -1;
-    }
     struct tensor *logits_t = tensor_new_2d(m->backend, TENSOR_F32, batch->num_seqs,
                                             m->config.text.vocab_size, "logits", err, err_size);
     if (!logits_t)

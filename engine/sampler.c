@@ -124,6 +124,11 @@ void sampler_observe(sampler *s, int32_t token)
         s->seen[token] = 1;
 }
 
+int sampler_is_greedy(const sampler *s)
+{
+    return s->settings.greedy || s->settings.temperature < SAMPLER_GREEDY_EPSILON;
+}
+
 int sampler_is_stop(const sampler *s, int32_t token)
 {
     for (int i = 0; i < s->settings.stop_token_count; i++)
@@ -258,7 +263,7 @@ int32_t sampler_next(sampler *s, float *logits)
     int vocab = s->vocab_size;
     sampler_apply_repetition_penalty(logits, s->seen, vocab, st->repetition_penalty);
     int32_t chosen;
-    if (st->greedy || st->temperature < SAMPLER_GREEDY_EPSILON) {
+    if (sampler_is_greedy(s)) {
         chosen = argmax(logits, vocab);
     } else {
         for (int i = 0; i < vocab; i++)

@@ -39,6 +39,9 @@ void sampler_observe(sampler *s, int32_t token);
 // Picks the next token from logits (vocab_size entries, modified in place) and observes it.
 int32_t sampler_next(sampler *s, float *logits);
 
+// 1 when sampler_next takes the argmax (greedy, or a temperature below vLLM's 1e-5).
+int sampler_is_greedy(const sampler *s);
+
 // 1 when token ends the sequence.
 int sampler_is_stop(const sampler *s, int32_t token);
 

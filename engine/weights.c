@@ -171,24 +171,20 @@ static struct tensor *entry_tensor(struct weight_store *store, const struct safe
 {
     const void *data = safetensors_data(file, e);
     if (store->upcast_f32 && (dtype == TENSOR_BF16 || dtype == TENSOR_F16)) {
-        int64_t count = 1;
-        for (int i = 0; i < ndim; i++)
-            count *= shape[i];
-        size_t n = (size_t)(count > 0 ? count : 1);
-        float *values = malloc(n * sizeof(float));
-        uint16_t *raw = malloc(n * sizeof(uint16_t)); // the mapping need not be 2-byte aligned
-        if (!values || !raw) {
-            free(values);
-            free(raw);
-            snprintf(err, err_size, "weights: out of memory upcasting %s", name);
-            return NULL;
-        }
-        memcpy(raw, data, (size_t)count * sizeof(uint16_t));
-        tensor_load_f32(values, raw, dtype, 0, count);
+        // Converted on the backend by op_copy (the values stay the same).
+        struct tensor *stored =
+            tensor_from_host(store->backend, dtype, ndim, shape, data, name, err, err_size);
         struct tensor *t =
-            tensor_from_host(store->backend, TENSOR_F32, ndim, shape, values, name, err, err_size);
-        free(raw);
-        free(values);
+            stored ? tensor_new(store->backend, TENSOR_F32, ndim, shape, name, err, err_size)
+                   : NULL;
+        if (t && op_copy(store->backend, t, stored) != 0) {
+            snprintf(err, err_size, "weights: upcasting %s: %s", name,
+                     backend_error(store->backend));
+            backend_clear_error(store->backend);
+            tensor_free(t);
+            t = NULL;
+        }
+        tensor_free(stored);
         return t;
     }
     if (backend_is_host(store->backend) && (uintptr_t)data % tensor_dtype_size(dtype) == 0)
