@@ -17,7 +17,7 @@ cleanup() {
 trap cleanup EXIT
 fail() {
     echo "FAIL: $*" >&2
-    for log in "$work"/daemon*.log; do echo "--- $log" >&2; tail -n 20 "$log" >&2; done
+    for log in "$work"/daemon*.log "$work"/broker.log; do echo "--- $log" >&2; tail -n 20 "$log" >&2; done
     exit 1
 }
 sql() { psql -X -q -tA -v ON_ERROR_STOP=1 -c "$1"; }
@@ -55,6 +55,7 @@ wait_completed() {
     until [ "$(completed)" -ge "$1" ]; do
         [ $SECONDS -lt $deadline ] || fail "stuck at $(completed) completed (waiting for $1)"
         kill -0 "$d1" 2>/dev/null || fail "clipcapd died"
+        kill -0 "${pids[0]}" 2>/dev/null || fail "the broker (clipcap broker) died"
         sleep 0.3
     done
 }
